@@ -294,14 +294,23 @@ def test_dicom_dispatch(tmp_path, fake_dicom_readers):
         io.read([ct, tmp_path / "cxr_copy.png"])
 
 
-def test_dicom_seg_write_dispatch_checks_target_first(tmp_path, fake_dicom_readers):
-    img_path = _save(tmp_path / "ct.nii.gz", np.random.rand(3, 3, 3).astype(np.float32))
-    image = read_nifti(img_path)
-    lm = LabelMap(np.ones((3, 3, 3), np.uint8), image.geometry)
-    assert io.write_labels(lm, tmp_path / "seg.dcm") == [str(tmp_path / "seg.dcm")]
-    assert fake_dicom_readers[-1] == ("write_seg", str(tmp_path / "seg.dcm"))
-    photo = tmp_path / "photo.dcm"
-    _dicom(photo, "1.2.840.10008.5.1.4.1.1.2", "CT")
-    with pytest.raises(CxsegError, match="photo.dcm"):
-        io.write_labels(lm, photo, overwrite=True)
-    assert len(fake_dicom_readers) == 1
+def test_dicom_seg_write_dispatch_with_real_writer(tmp_path):
+    """io.write_labels(.dcm) writes a SEG over a DICOM source, replaces it only with overwrite,
+    and never writes over a source slice."""
+    from dicom_factory import write_ct_series
+
+    files, _ = write_ct_series(tmp_path / "series", n_slices=4, shape=(16, 16))
+    [image] = io.read(tmp_path / "series")
+    lm = LabelMap(np.zeros(image.array.shape, np.uint8), image.geometry, {1: "lesion"})
+    lm.array[1, 4:8, 4:8] = 1
+    out = tmp_path / "seg.dcm"
+    assert io.write_labels(lm, out) == [str(out)]
+    with pytest.raises(CxsegError, match="seg.dcm"):
+        io.write_labels(lm, out)
+    assert io.write_labels(lm, out, overwrite=True) == [str(out)]
+    [back] = io.read(out)
+    assert isinstance(back, LabelMap) and back.classes[1].name == "lesion"
+    before = files[0].read_bytes()
+    with pytest.raises(CxsegError, match=files[0].name):
+        io.write_labels(lm, files[0], overwrite=True)
+    assert files[0].read_bytes() == before

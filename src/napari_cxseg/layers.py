@@ -71,6 +71,7 @@ def labels_layer_data(label_map: LabelMap, name: str | None = None) -> LayerData
             "geometry": label_map.geometry,
             "classes": dict(label_map.classes),
             "source_path": label_map.meta.get("source_path"),
+            "reference_image_path": label_map.meta.get("reference_image_path"),
         }
     }
     kw["opacity"] = 0.5
@@ -154,7 +155,11 @@ def layer_to_label_map(data: np.ndarray, meta: dict[str, Any]) -> LabelMap:
         array=arr,
         geometry=geom,
         classes=classes_from_layer_meta(meta),
-        meta={"source_path": md.get("source_path"), "name": meta.get("name")},
+        meta={
+            "source_path": md.get("source_path"),
+            "reference_image_path": md.get("reference_image_path"),
+            "name": meta.get("name"),
+        },
     )
 
 
@@ -173,3 +178,23 @@ def layer_state(layer: Any) -> dict[str, Any]:
     if hasattr(layer, "colormap"):
         state["colormap"] = layer.colormap
     return state
+
+
+def layer_to_image(data: np.ndarray, meta: dict[str, Any]) -> Image:
+    """An :class:`Image` from an Image layer's data and state (geometry and modality kept)."""
+    arr = np.asarray(data)
+    md = (meta.get("metadata") or {}).get(META_KEY) or {}
+    geom = md.get("geometry")
+    ndim = geom.ndim if isinstance(geom, Geometry) else arr.ndim
+    if arr.ndim == 3 and arr.shape[-1] in (3, 4) and not isinstance(geom, Geometry):
+        # an RGB(A) photo or screenshot of a radiograph: grey by luminance
+        arr = arr[..., :3] @ np.array([0.299, 0.587, 0.114])
+        ndim = 2
+    geom = geometry_from_layer_meta(meta, ndim)
+    modality = md.get("modality") or ("XR" if ndim == 2 else "")
+    return Image(
+        array=arr,
+        geometry=geom,
+        modality=modality,
+        meta={"source_path": md.get("source_path"), "name": meta.get("name")},
+    )

@@ -8,7 +8,6 @@ libraries are imported when a file is read.
 
 from __future__ import annotations
 
-import gzip
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -105,23 +104,17 @@ def detect_format(path: str | os.PathLike) -> str | None:
         if name == "dataset.json":
             return "msd"
         if _is_nifti_name(name):
-            if name.endswith(".gz"):
-                with gzip.open(p, "rb") as f:
-                    head = f.read(348)
-            else:
-                with open(p, "rb") as f:
-                    head = f.read(348)
-            return "nifti" if _nifti_magic(head) else None
+            # claimed even when broken, so that reading it says what is wrong with the file
+            return "nifti"
         if _is_dicom_file(p):
             return "dicom"
         kind = raster_kind(p)
         if kind is not None:
             return kind
-        if name.endswith(".dcm") and p.stat().st_size > 0:
-            return "dicom"  # no preamble (old files); pydicom decides when it is read
-    except (OSError, EOFError, ValueError):
+        # a known extension with unreadable content is still ours: reading names the problem
+        return _guess_from_name(p)
+    except Exception:  # never raises: a reader probe must not break napari's open
         return None
-    return None
 
 
 def _guess_from_name(p: Path) -> str | None:
@@ -296,11 +289,9 @@ def write_labels(
 
         return write_png_labels(label_map, p, overwrite=overwrite)
     if name.endswith(".dcm"):
-        from .atomic import check_target
         from .dicom_seg import write_dicom_seg
 
-        check_target(p, label_map, overwrite)
-        return [str(f) for f in write_dicom_seg(label_map, str(p))]
+        return [str(f) for f in write_dicom_seg(label_map, str(p), overwrite=overwrite)]
     raise CxsegError(
         f"cannot write labels to {p}: use a .nii.gz, .nii, .png (2D) or .dcm (DICOM SEG) name"
     )

@@ -1,0 +1,63 @@
+"""napari reader contribution: claims medical image paths and returns layer-data tuples."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from .layers import LayerData
+
+
+def get_reader(path: str | list[str]) -> Callable[[str | list[str]], list[LayerData]] | None:
+    """Return a reader for ``path`` when napari-cxseg understands it, else ``None``.
+
+    Parameters
+    ----------
+    path
+        A file, a folder (DICOM series, MSD task) or a list of DICOM slice files.
+    """
+    from .io import detect_format
+
+    paths = [path] if isinstance(path, str | Path) else list(path)
+    if not paths:
+        return None
+    if len(paths) > 1:
+        # several files: only DICOM slices of one series are read together
+        if all(detect_format(p) in ("dicom", "dicom-series") for p in paths):
+            return read_layers
+        return None
+    return read_layers if detect_format(paths[0]) else None
+
+
+def read_layers(path: str | list[str]) -> list[LayerData]:
+    """Read ``path`` into napari layer-data tuples (images, then label maps).
+
+    Errors are raised as :class:`~napari_cxseg.images.CxsegError` naming the file; napari shows
+    them as a notification and the viewer carries on.
+    """
+    from .images import LabelMap
+    from .io import read
+    from .layers import image_layer_data, labels_layer_data
+
+    objs = read(path)
+    out: list[LayerData] = []
+    for obj in objs:
+        name = obj.meta.get("name") or _stem(obj.meta.get("source_path") or path)
+        if isinstance(obj, LabelMap):
+            out.append(labels_layer_data(obj, name=name))
+        else:
+            out.append(image_layer_data(obj, name=name))
+    return out
+
+
+def _stem(path: str | list[str] | None) -> str:
+    if isinstance(path, list):
+        path = path[0] if path else None
+    if not path:
+        return "image"
+    p = Path(path)
+    name = p.name
+    for ext in (".nii.gz", ".nii", ".dcm", ".png", ".jpg", ".jpeg", ".json"):
+        if name.lower().endswith(ext):
+            return name[: -len(ext)]
+    return name

@@ -1,0 +1,30 @@
+"""napari writer contributions for Labels layers (NIfTI, PNG, DICOM SEG)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _write(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
+    from .io import write_labels
+    from .layers import layer_to_label_map
+
+    label_map = layer_to_label_map(data, meta)
+    # napari's save dialog has already asked about replacing an existing file; writers still
+    # refuse to replace a source image or anything that is not a label map
+    return write_labels(label_map, path, overwrite=True)
+
+
+def write_labels_nifti(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
+    """Save a Labels layer as NIfTI with its source image's geometry (and a names sidecar)."""
+    return _write(path, data, meta)
+
+
+def write_labels_png(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
+    """Save a 2D Labels layer as a PNG of class ids (and a names sidecar)."""
+    return _write(path, data, meta)
+
+
+def write_labels_dicom_seg(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
+    """Save a Labels layer over a DICOM source as DICOM SEG with named segments."""
+    return _write(path, data, meta)

@@ -1,0 +1,330 @@
+"""Segment dock widget: image layer + model -> a named, coloured, editable Labels layer.
+
+The work runs in a napari generator worker (progress + Cancel); the viewer stays responsive.
+A result never silently replaces a Labels layer the user has edited.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING
+
+import numpy as np
+from qtpy.QtCore import Signal
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..layers import META_KEY
+from ._layers import add_label_map, apply_array, image_from_layer, notify_error
+
+if TYPE_CHECKING:
+    import napari
+
+OTHER_MODEL = "Other (bundle / card file)..."
+
+
+def _digest(array: np.ndarray) -> str:
+    return hashlib.sha1(np.ascontiguousarray(array).view(np.uint8)).hexdigest()
+
+
+def _segment_job(image, card, device: str, trust: bool, largest_component: bool | None):
+    """Generator run in a worker: yields (done, total), returns the LabelMap."""
+    from ..inference import Predictor
+
+    predictor = Predictor(card, device=device, trust=trust)
+    if largest_component is not None:
+        predictor.largest_component = largest_component
+    gen = predictor.iter_predict(image)
+    while True:
+        try:
+            step = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        yield step
+
+
+def explain_error(exc: BaseException) -> str:
+    """One line telling the user what happened and what to do."""
+    text = str(exc) or type(exc).__name__
+    if "out of memory" in text.lower() or type(exc).__name__ == "OutOfMemoryError":
+        return f"ran out of memory ({text.splitlines()[0]}). Try device 'cpu' or a smaller image."
+    return text
+
+
+class SegmentWidget(QWidget):
+    """Pick an image layer and a model, press Segment, get a Labels layer."""
+
+    #: emitted with the Labels layer that received a result
+    finished_layer = Signal(object)
+    #: emitted with the error message when a run fails
+    failed = Signal(str)
+
+    def __init__(self, napari_viewer: napari.Viewer):
+        super().__init__()
+        self.viewer = napari_viewer
+        self._worker = None
+        self._pbar = None
+        self._extra_model_path: str | None = None
+
+        self.image_combo = QComboBox()
+        self.model_combo = QComboBox()
+        self.device_combo = QComboBox()
+        self.device_combo.addItems(["auto", "cpu", "cuda", "mps"])
+        self.largest_cc = QCheckBox("keep largest component per class")
+        self.largest_cc.setChecked(True)
+        self.card_info = QLabel()
+        self.card_info.setWordWrap(True)
+        self.segment_btn = QPushButton("Segment")
+        self.cancel_btn = QPushButton("Cancel")
+        self.cancel_btn.setEnabled(False)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+
+        form = QFormLayout()
+        form.addRow("Image", self.image_combo)
+        form.addRow("Model", self.model_combo)
+        form.addRow("Device", self.device_combo)
+        form.addRow(self.largest_cc)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.segment_btn)
+        buttons.addWidget(self.cancel_btn)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.card_info)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.status)
+        layout.addStretch(1)
+
+        self.segment_btn.clicked.connect(self.run)
+        self.cancel_btn.clicked.connect(self.cancel)
+        self.model_combo.currentTextChanged.connect(self._on_model_changed)
+        for ev in ("inserted", "removed", "reordered"):
+            getattr(self.viewer.layers.events, ev).connect(self._refresh_images)
+        self._refresh_images()
+        self._refresh_models()
+
+    # ------------------------------------------------------------------ choices
+    def _refresh_images(self, event=None) -> None:
+        from napari.layers import Image as ImageLayer
+
+        current = self.image_combo.currentText()
+        names = [ly.name for ly in self.viewer.layers if isinstance(ly, ImageLayer)]
+        self.image_combo.blockSignals(True)
+        self.image_combo.clear()
+        self.image_combo.addItems(names)
+        if current in names:
+            self.image_combo.setCurrentText(current)
+        elif names:
+            self.image_combo.setCurrentIndex(len(names) - 1)
+        self.image_combo.blockSignals(False)
+
+    def _refresh_models(self) -> None:
+        from ..models.cards import list_cards
+
+        self.model_combo.blockSignals(True)
+        self.model_combo.clear()
+        try:
+            cards = list_cards()
+        except Exception as exc:  # a broken user card must not kill the widget
+            cards = []
+            notify_error(exc, "Reading model cards")
+        for card in cards:
+            self.model_combo.addItem(card.name)
+        self.model_combo.addItem(OTHER_MODEL)
+        self.model_combo.blockSignals(False)
+        self._on_model_changed(self.model_combo.currentText())
+
+    def _on_model_changed(self, text: str) -> None:
+        if text == OTHER_MODEL:
+            path = self._choose_model_path()
+            if not path:
+                self.model_combo.setCurrentIndex(0)
+                return
+            self._extra_model_path = path
+            self.model_combo.blockSignals(True)
+            self.model_combo.insertItem(self.model_combo.count() - 1, path)
+            self.model_combo.setCurrentText(path)
+            self.model_combo.blockSignals(False)
+            text = path
+        try:
+            from ..models.cards import find_card
+
+            card = find_card(text)
+            self.card_info.setText(
+                f"{card.task}\nModality: {', '.join(card.modality)} · classes: "
+                + ", ".join(c.name for c in card.classes.values())
+                + f"\n{card.intended_use}"
+            )
+        except Exception as exc:
+            self.card_info.setText(f"{exc}")
+
+    def _choose_model_path(self) -> str:  # pragma: no cover - needs a human
+        path = QFileDialog.getExistingDirectory(self, "MONAI bundle folder")
+        if not path:
+            path, _ = QFileDialog.getOpenFileName(
+                self, "Model card, bundle zip or TorchScript", "", "Models (*.yaml *.yml *.zip *.ts)"
+            )
+        return path
+
+    def _confirm_trust(self, card) -> bool:
+        """Ask before running a bundle whose config holds Python expressions."""
+        answer = QMessageBox.question(
+            self,
+            "Run bundle code?",
+            f"The MONAI bundle '{card.name}' contains Python expressions ($...) in its config.\n"
+            "Running it executes that code. Run it only if you trust its source.\n\nRun it?",
+        )
+        return answer == QMessageBox.StandardButton.Yes
+
+    def _ask_replace(self, name: str) -> str:
+        """'replace', 'new' or 'cancel' for a result over a Labels layer the user edited."""
+        box = QMessageBox(self)
+        box.setWindowTitle("Labels were edited")
+        box.setText(f"'{name}' has edits that a new result would replace.")
+        replace = box.addButton("Replace (undoable)", QMessageBox.ButtonRole.DestructiveRole)
+        new = box.addButton("New layer", QMessageBox.ButtonRole.AcceptRole)
+        box.addButton(QMessageBox.StandardButton.Cancel)
+        box.exec()
+        clicked = box.clickedButton()
+        return "replace" if clicked is replace else "new" if clicked is new else "cancel"
+
+    # ------------------------------------------------------------------ run
+    def run(self) -> None:
+        """Start segmenting the chosen image with the chosen model in a worker."""
+        from napari.qt.threading import create_worker
+        from napari.utils import progress
+
+        from ..models.bundle import requires_trust
+        from ..models.cards import find_card
+
+        name = self.image_combo.currentText()
+        if not name or name not in self.viewer.layers:
+            self._fail("Choose an image layer first.")
+            return
+        model = self.model_combo.currentText()
+        try:
+            card = find_card(model)
+            image = image_from_layer(self.viewer, self.viewer.layers[name])
+        except Exception as exc:
+            self._fail(f"Cannot segment '{name}' with '{model}': {explain_error(exc)}")
+            return
+        trust = False
+        if requires_trust(card):
+            if not self._confirm_trust(card):
+                self.status.setText("Not run: bundle not trusted.")
+                return
+            trust = True
+
+        self._job = {"image_layer": name, "card": card}
+        self.segment_btn.setEnabled(False)
+        self.cancel_btn.setEnabled(True)
+        self.progress.setRange(0, 0)
+        self.status.setText(f"Segmenting '{name}' with {card.name}...")
+        self._pbar = progress(total=0, desc=f"CXSeg {card.name}")
+        worker = create_worker(
+            _segment_job,
+            image,
+            card,
+            self.device_combo.currentText(),
+            trust,
+            self.largest_cc.isChecked(),
+            _ignore_errors=True,
+        )
+        worker.yielded.connect(self._on_progress)
+        worker.returned.connect(self._on_result)
+        worker.errored.connect(self._on_error)
+        worker.aborted.connect(self._on_aborted)
+        worker.finished.connect(self._on_finished)
+        self._worker = worker
+        worker.start()
+
+    def cancel(self) -> None:
+        """Ask the running job to stop at its next window batch."""
+        if self._worker is not None:
+            self.status.setText("Cancelling...")
+            self._worker.quit()
+
+    def _on_progress(self, step) -> None:
+        done, total = step
+        self.progress.setRange(0, max(int(total), 1))
+        self.progress.setValue(int(done))
+        if self._pbar is not None:
+            self._pbar.total = int(total)
+            self._pbar.n = int(done)
+            self._pbar.refresh()
+
+    def _on_result(self, label_map) -> None:
+        card = self._job["card"]
+        image_name = self._job["image_layer"]
+        name = f"{image_name} [{card.name}]"
+        layer = self.viewer.layers[name] if name in self.viewer.layers else None
+        if layer is not None and layer.data.shape == label_map.array.shape:
+            stored = (layer.metadata.get(META_KEY) or {}).get("model_output_sha1")
+            edited = stored != _digest(np.asarray(layer.data))
+            choice = self._ask_replace(name) if edited else "replace"
+            if choice == "cancel":
+                self.status.setText(f"Result discarded; '{name}' kept as it was.")
+                return
+            if choice == "replace":
+                apply_array(layer, label_map.array)
+            else:
+                layer = None
+                i = 2
+                while f"{name} ({i})" in self.viewer.layers:
+                    i += 1
+                name = f"{name} ({i})"
+        if layer is None or layer.name != name:
+            layer = add_label_map(self.viewer, label_map, name)
+        layer.metadata = {
+            **layer.metadata,
+            META_KEY: {
+                **(layer.metadata.get(META_KEY) or {}),
+                "model_output_sha1": _digest(np.asarray(layer.data)),
+                "model": card.name,
+            },
+        }
+        self.viewer.layers.selection.active = layer
+        layer.mode = "paint"
+        counts = np.bincount(np.asarray(layer.data).ravel().astype(np.int64))
+        found = [c.name for k, c in label_map.classes.items() if k < len(counts) and counts[k]]
+        self.status.setText(f"Done: '{name}' ({', '.join(found) or 'nothing found'}).")
+        self.finished_layer.emit(layer)
+
+    def _on_error(self, exc: BaseException) -> None:
+        card = self._job["card"].name if getattr(self, "_job", None) else "?"
+        image = self._job["image_layer"] if getattr(self, "_job", None) else "?"
+        self._fail(f"Segmenting '{image}' with '{card}' failed: {explain_error(exc)}")
+
+    def _on_aborted(self) -> None:
+        self.status.setText("Cancelled; no layer was changed.")
+
+    def _on_finished(self) -> None:
+        self._worker = None
+        self.segment_btn.setEnabled(True)
+        self.cancel_btn.setEnabled(False)
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        if self._pbar is not None:
+            self._pbar.close()
+            self._pbar = None
+
+    def _fail(self, message: str) -> None:
+        from napari.utils.notifications import show_error
+
+        self.status.setText(message)
+        show_error(message)
+        self.failed.emit(message)
