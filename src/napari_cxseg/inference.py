@@ -1,0 +1,559 @@
+"""The one inference engine behind the widget, the CLI, batch runs, benchmarks and tests.
+
+:class:`Predictor` turns an :class:`~napari_cxseg.images.Image` into a
+:class:`~napari_cxseg.images.LabelMap` on exactly the image's held grid:
+
+1. check modality, dimensionality and channels against the card;
+2. move the image into model space with MONAI dictionary transforms - volumes: a channel-first
+   MetaTensor in (x, y, z) with its index->RAS affine, then ``Orientationd`` + ``Spacingd`` +
+   intensity; radiographs: intensity, optional square padding, ``Resized`` to the card size;
+3. sliding-window inference (MONAI's window slicing and Gaussian importance map), one window
+   batch at a time so progress is reported and a cancel request is honoured between batches;
+4. activation (softmax or sigmoid) and ``Invertd`` of the *probabilities* back to the source
+   grid, then argmax / threshold (with the card's overlap rule for multi-label outputs);
+5. optional largest connected component per class (MONAI ``KeepLargestConnectedComponent``).
+
+Bundles (cards derived from a MONAI bundle, or MSD cards whose network only the bundle can
+build) go through :class:`~napari_cxseg.models.bundle.BundleModel`: the bundle's own
+preprocessing, window settings and postprocessing (including its ``Invertd``).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Generator
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .geometry import ras_from_world_affine
+from .images import CxsegError, Image, LabelMap
+from .models.cards import ModelCard, find_card
+
+ProgressFn = Callable[[int, int], None]
+CancelFn = Callable[[], bool]
+
+#: Stitched outputs above this many values (channels x voxels) are kept on the CPU.
+CPU_STITCH_THRESHOLD = 2**27
+_RGB_NAMES = ({"r", "g", "b"}, {"red", "green", "blue"}, {"r", "g", "b", "a"}, {"red", "green", "blue", "alpha"})
+
+
+class Cancelled(Exception):
+    """Raised when a prediction is cancelled between two sliding-window batches."""
+
+
+class Predictor:
+    """Run a model card on images.
+
+    Parameters
+    ----------
+    card
+        A :class:`ModelCard` or anything :func:`~napari_cxseg.models.cards.find_card` accepts
+        (name, card YAML, bundle folder/zip, ``.ts``/``.pt`` with a card beside it).
+    device
+        ``"auto"`` (CUDA > MPS > CPU), ``"cpu"``, ``"cuda"``, ``"mps"`` or a ``torch.device``.
+    trust
+        Allow running bundle configs that contain code (``$`` expressions).
+    network
+        A ready ``torch.nn.Module`` to use instead of building the card's network and loading
+        its weights (tests, training loops that evaluate the model they are training).
+    largest_component
+        Override the card's ``output.largest_component`` (None: use the card's); also settable
+        as the attribute of the same name.
+
+    Raises
+    ------
+    CxsegError
+        For an untrusted bundle with code in its config, an unavailable device, or a card
+        whose weights cannot be found (raised on first use).
+    """
+
+    def __init__(self, card: ModelCard | str | Path, device: Any = "auto", trust: bool = False,
+                 network: Any = None, largest_component: bool | None = None) -> None:
+        from .device import pick_device
+
+        self.card = card if isinstance(card, ModelCard) else find_card(card)
+        self.device = pick_device(device)
+        self.trust = bool(trust)
+        self._network = network
+        self._bundle = None
+        self.largest_component = largest_component
+        if self.card.is_bundle and network is None:
+            self._bundle = self._make_bundle()
+        elif self.card.inference is None:
+            raise CxsegError(f"model {self.card.name}: the card has no 'inference' settings (roi_size ...)")
+
+    # ------------------------------------------------------------------ loading
+    def _make_bundle(self) -> Any:
+        from .models.bundle import BundleModel
+        from .models.weights import resolve_bundle
+
+        bdir = resolve_bundle(self.card)
+        return BundleModel(bdir, device=self.device, trust=self.trust)
+
+    @property
+    def network(self) -> Any:
+        """The network (built and its weights loaded on first access), on the device, eval mode."""
+        if self._bundle is not None:
+            return self._bundle.load().network
+        if self._network is None:
+            from .models.networks import load_network
+
+            self._network = load_network(self.card)
+        self._network = self._network.to(self.device).eval()
+        return self._network
+
+    def load(self) -> Predictor:
+        """Load the network and weights now (otherwise done by the first prediction)."""
+        _ = self.network
+        return self
+
+    # ------------------------------------------------------------------ public API
+    def predict(self, image: Image, progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> LabelMap:
+        """Segment one image.
+
+        Parameters
+        ----------
+        image
+            The image (held array + geometry).
+        progress
+            Called as ``progress(done, total)`` between sliding-window batches.
+        cancel
+            Polled between batches; when it returns True, :class:`Cancelled` is raised.
+
+        Returns
+        -------
+        LabelMap
+            On exactly the image's grid, with a copy of its geometry and the card's classes.
+        """
+        gen = self.iter_predict(image, cancel=cancel)
+        while True:
+            try:
+                done, total = next(gen)
+            except StopIteration as stop:
+                return stop.value
+            if progress is not None:
+                progress(done, total)
+
+    def iter_predict(self, image: Image, cancel: CancelFn | None = None) -> Generator[tuple[int, int], None, LabelMap]:
+        """Segment one image step by step (for napari generator workers).
+
+        Yields ``(done, total)`` window batches; closing the generator stops the work at the
+        next batch.  The :class:`LabelMap` is the generator's return value
+        (``StopIteration.value``; ``yield from`` gives it directly).
+        """
+        import torch
+
+        card = self.card
+        self.validate(image)
+        chans = self._channels(image)
+        # inference mode is entered per step, never across a yield: the caller's code between
+        # two steps must not run under it
+        if self._bundle is not None:
+            probs_or_labels = yield from self._run_bundle(image, chans, cancel)
+            with torch.inference_mode():
+                labels = self._to_labels(probs_or_labels, discrete_ok=True)
+        else:
+            with torch.inference_mode():
+                data, compose = self._preprocess(image, chans)
+            win = card.inference
+            logits = yield from self._sliding_window(
+                data["image"][None], win.roi_size, win.overlap, win.sw_batch_size, win.mode, cancel=cancel
+            )
+            with torch.inference_mode():
+                probs = self._invert(self._activate(logits[0]), data, compose)
+                labels = self._to_labels(probs)
+        if image.geometry.ndim == 3:
+            labels = labels.transpose(2, 1, 0)  # (x, y, z) -> held (z, y, x)
+        labels = np.ascontiguousarray(labels)
+        keep_largest = card.output.largest_component if self.largest_component is None else self.largest_component
+        if keep_largest:
+            labels = largest_components(labels, sorted(card.classes))
+        return self._label_map(image, labels)
+
+    # ------------------------------------------------------------------ validation
+    def validate(self, image: Image) -> None:
+        """Check that the card can run on this image.
+
+        Raises
+        ------
+        CxsegError
+            Saying what the model expects and what the image has.
+        """
+        card = self.card
+        src = image.meta.get("source_path") or image.meta.get("name") or "the image"
+        nd = image.geometry.ndim
+        if nd != card.spatial_dims:
+            raise CxsegError(
+                f"model {card.name} is a {card.spatial_dims}D model ({card.task}); {src} is {nd}D"
+            )
+        if not card.accepts_modality(image.modality):
+            raise CxsegError(
+                f"model {card.name} expects {'/'.join(card.modality)} images; {src} has modality {image.modality}"
+            )
+        self._channels(image)
+
+    def _channels(self, image: Image) -> list[int] | str | None:
+        """Which image channels feed the network, in the card's order (``"rgb"``: average)."""
+        card = self.card
+        want = card.input.channels
+        src = image.meta.get("source_path") or "the image"
+        names = image.channel_names
+        if not names:
+            if len(want) != 1:
+                raise CxsegError(
+                    f"model {card.name} expects {len(want)} channels ({', '.join(want)}); {src} has 1"
+                )
+            return None
+        low = [str(n).strip().lower() for n in names]
+        if len(want) == 1 and card.spatial_dims == 2 and (set(low) in _RGB_NAMES or len(names) in (3, 4)) \
+                and want[0].lower() not in low:
+            return "rgb"
+        pos = []
+        for w in want:
+            if w.strip().lower() in low:
+                pos.append(low.index(w.strip().lower()))
+        if len(pos) == len(want):
+            return pos
+        if len(names) == len(want) and all(_generic_channel_name(n) for n in low):
+            return list(range(len(want)))  # unnamed channels (c0, c1 ...) are taken in the card's order
+        raise CxsegError(
+            f"model {card.name} expects {len(want)} channels ({', '.join(want)}); {src} has "
+            f"{len(names)} ({', '.join(map(str, names))})"
+        )
+
+    # ------------------------------------------------------------------ preprocessing
+    def _input_array(self, image: Image, chans: list[int] | str | None) -> np.ndarray:
+        arr = np.asarray(image.array)
+        if chans is None:
+            arr = arr[None]
+        elif chans == "rgb":
+            arr = arr[:3].astype(np.float32).mean(axis=0, keepdims=True)
+        else:
+            arr = arr[list(chans)]
+        return arr.astype(np.float32, copy=False)
+
+    def _metatensor(self, image: Image, chans: list[int] | str | None, transpose_2d: bool = False) -> Any:
+        """Channel-first MetaTensor: volumes in (x, y, z) order with their index->RAS affine."""
+        import torch
+        from monai.data import MetaTensor
+
+        arr = self._input_array(image, chans)
+        nd = image.geometry.ndim
+        meta = {
+            "filename_or_obj": str(image.meta.get("source_path") or "image"),
+            "original_channel_dim": 0,
+            "space": "RAS",
+        }
+        if nd == 3:
+            perm = np.eye(4)[[2, 1, 0, 3]]  # index (x, y, z) -> held index (z, y, x)
+            affine = ras_from_world_affine(image.geometry.affine) @ perm
+            arr = arr.transpose(0, 3, 2, 1)
+        else:
+            affine = np.eye(4)
+            if transpose_2d:  # MONAI's image readers give 2D files as (x, y)
+                arr = arr.transpose(0, 2, 1)
+        meta["original_affine"] = affine.copy()
+        meta["spatial_shape"] = np.asarray(arr.shape[1:])
+        return MetaTensor(torch.from_numpy(np.ascontiguousarray(arr)), affine=torch.as_tensor(affine), meta=meta)
+
+    def _preprocess(self, image: Image, chans: list[int] | str | None) -> tuple[dict[str, Any], Any]:
+        from monai.transforms import Compose, Orientationd, Resized, Spacingd, SpatialPadd
+
+        card = self.card
+        x = self._metatensor(image, chans)
+        steps: list[Any] = []
+        if card.spatial_dims == 3:
+            steps.append(Orientationd(keys="image", axcodes=card.input.orientation,
+                                      labels=(("L", "R"), ("P", "A"), ("I", "S"))))
+            if card.input.spacing is not None:
+                steps.append(Spacingd(keys="image", pixdim=card.input.spacing, mode="bilinear"))
+            steps += intensity_transforms(card.input.intensity)
+        else:
+            # intensity first (not invertible), then the invertible pad/resize the result undoes
+            x = Compose(intensity_transforms(card.input.intensity))({"image": x})["image"]
+            if card.input.size is not None:
+                if card.input.fit == "pad":
+                    side = max(x.shape[1:])
+                    # pad with the darkest value so the border reads as background
+                    steps.append(SpatialPadd(keys="image", spatial_size=(side, side), method="symmetric",
+                                             mode="constant", value=float(x.min())))
+                steps.append(Resized(keys="image", spatial_size=tuple(card.input.size), mode="bilinear",
+                                     anti_aliasing=True))
+        compose = Compose(steps)
+        data = compose({"image": x})
+        return data, compose
+
+    # ------------------------------------------------------------------ sliding window
+    def _sliding_window(
+        self, x: Any, roi_size: tuple[int, ...], overlap: float, sw_batch_size: int, mode: str,
+        sigma_scale: float | tuple[float, ...] = 0.125, padding_mode: str = "constant", cval: float = 0.0,
+        cancel: CancelFn | None = None,
+    ) -> Generator[tuple[int, int], None, Any]:
+        """MONAI-equivalent sliding-window inference that yields after every window batch.
+
+        Uses MONAI's ``dense_patch_slices`` and ``compute_importance_map`` and the same padding,
+        scan interval and blending as ``monai.inferers.sliding_window_inference``.
+        """
+        import torch
+        import torch.nn.functional as F
+        from monai.data.utils import compute_importance_map, dense_patch_slices
+        from monai.utils import fall_back_tuple
+
+        net = self.network
+        dev = self.device
+        x = torch.as_tensor(x).float()
+        nd = x.ndim - 2
+        size0 = tuple(int(s) for s in x.shape[2:])
+        roi = tuple(int(r) for r in fall_back_tuple(roi_size, size0))
+        size = tuple(max(size0[i], roi[i]) for i in range(nd))
+        pad: list[int] = []
+        for k in range(nd - 1, -1, -1):
+            diff = max(roi[k] - size0[k], 0)
+            pad += [diff // 2, diff - diff // 2]
+        if any(pad):
+            x = F.pad(x, pad=pad, mode=padding_mode, value=cval) if padding_mode == "constant" \
+                else F.pad(x, pad=pad, mode=padding_mode)
+        interval = tuple(
+            roi[i] if roi[i] == size[i] else max(int(roi[i] * (1 - overlap)), 1) for i in range(nd)
+        )
+        slices = dense_patch_slices(size, roi, interval, return_slice=True)
+        n_batches = math.ceil(len(slices) / sw_batch_size)
+        cuda = dev.type == "cuda"
+        if cuda:
+            torch.backends.cudnn.benchmark = True
+        imp = compute_importance_map(roi, mode=mode, sigma_scale=sigma_scale, device=dev, dtype=torch.float32)
+        imp = imp[None, None]
+        out = count = None
+        out_dev = dev
+        yield 0, n_batches
+        for b in range(n_batches):
+            if cancel is not None and cancel():
+                raise Cancelled(f"prediction with {self.card.name} cancelled")
+            group = slices[b * sw_batch_size:(b + 1) * sw_batch_size]
+            with torch.inference_mode():
+                win = torch.cat([x[(slice(None), slice(None), *s)] for s in group]).to(dev)
+                ctx = torch.autocast("cuda", dtype=torch.float16) if cuda else nullcontext()
+                with ctx:
+                    pred = net(win)
+                if isinstance(pred, list | tuple):
+                    pred = pred[0]
+                elif isinstance(pred, dict):
+                    pred = next(iter(pred.values()))
+                pred = torch.as_tensor(pred).float()
+                if tuple(pred.shape[2:]) != roi:
+                    raise CxsegError(
+                        f"model {self.card.name}: the network returned windows of {tuple(pred.shape[2:])} for "
+                        f"input windows of {roi}; it must keep the spatial size"
+                    )
+                if out is None:
+                    k = int(pred.shape[1])
+                    out_dev = torch.device("cpu") if (cuda and k * math.prod(size) > CPU_STITCH_THRESHOLD) else dev
+                    out = torch.zeros((1, k, *size), dtype=torch.float32, device=out_dev)
+                    count = torch.zeros((1, 1, *size), dtype=torch.float32, device=out_dev)
+                weighted = (pred * imp).to(out_dev)
+                w_out = imp.to(out_dev)
+                for i, s in enumerate(group):
+                    out[(slice(None), slice(None), *s)] += weighted[i:i + 1]
+                    count[(slice(None), slice(None), *s)] += w_out
+                del win, pred, weighted
+            yield b + 1, n_batches
+        with torch.inference_mode():
+            out /= count
+            if any(pad):
+                crop = [slice(None), slice(None)]
+                for i in range(nd):
+                    lo = pad[2 * (nd - 1 - i)]
+                    crop.append(slice(lo, lo + size0[i]))
+                out = out[tuple(crop)]
+            return out.cpu()
+
+    # ------------------------------------------------------------------ postprocessing
+    def _activate(self, logits: Any) -> Any:
+        import torch
+
+        if self.card.output.activation == "softmax":
+            return torch.softmax(logits, dim=0)
+        return torch.sigmoid(logits)
+
+    def _invert(self, probs: Any, data: dict[str, Any], compose: Any) -> Any:
+        """Bring channel-first probabilities from model space back to the source grid."""
+        from monai.data import MetaTensor
+        from monai.transforms import Invertd
+
+        img = data["image"]
+        meta = {k: v for k, v in img.meta.items() if k != "affine"}
+        pred = MetaTensor(probs, affine=img.affine, meta=meta)
+        d = Invertd(keys="pred", transform=compose, orig_keys="image", nearest_interp=False)(
+            {"image": img, "pred": pred}
+        )
+        return d["pred"]
+
+    def _to_labels(self, out: Any, discrete_ok: bool = False) -> np.ndarray:
+        """Channel-first probabilities (or a bundle's discrete output) -> integer labels."""
+        import torch
+
+        card = self.card
+        t = torch.as_tensor(out).float()
+        if t.ndim == card.spatial_dims:
+            t = t[None]
+        k = int(t.shape[0])
+        if k == 1 and discrete_ok:
+            ids = t[0].round().to(torch.int64).numpy()
+            lm = card.output.label_map
+            if lm:
+                lut = np.zeros(max(max(lm), int(ids.max(initial=0))) + 1, dtype=np.int64)
+                lut[: int(ids.max(initial=0)) + 1] = np.arange(int(ids.max(initial=0)) + 1)
+                for c, cid in lm.items():
+                    lut[c] = cid
+                ids = lut[ids]
+            return ids.astype(_label_dtype(card))
+        binary = discrete_ok and bool(torch.all((t == 0) | (t == 1)))
+        if card.output.activation == "softmax" and not (binary and card.output.label_map):
+            idx = torch.argmax(t, dim=0).numpy()
+            lm = card.channel_label_map(k)
+            lut = np.zeros(k, dtype=np.int64)
+            for c, cid in lm.items():
+                if c < k:
+                    lut[c] = cid
+            return lut[idx].astype(_label_dtype(card))
+        masks = t >= 0.5 if binary else t > card.output.threshold
+        return combine_masks(masks.numpy(), card.channel_label_map(k), card.output.overlap,
+                             card.output.priority).astype(_label_dtype(card))
+
+    # ------------------------------------------------------------------ bundles
+    def _run_bundle(self, image: Image, chans: list[int] | str | None,
+                    cancel: CancelFn | None) -> Generator[tuple[int, int], None, Any]:
+        import torch
+
+        bundle = self._bundle.load()
+        with torch.inference_mode():
+            data = bundle.preprocess(self._metatensor(image, chans, transpose_2d=True))
+        xm = data[bundle.image_key]
+        ws = bundle.window_settings()
+        if ws is None:
+            yield 0, 1
+            if cancel is not None and cancel():
+                raise Cancelled(f"prediction with {self.card.name} cancelled")
+            with torch.inference_mode():
+                pred = bundle.infer(xm[None].to(self.device))[0].cpu()
+            yield 1, 1
+        else:
+            pred = (yield from self._sliding_window(
+                xm[None], ws["roi_size"], ws["overlap"], ws["sw_batch_size"], ws["mode"],
+                sigma_scale=ws["sigma_scale"], padding_mode=ws["padding_mode"], cval=ws["cval"], cancel=cancel,
+            ))[0]
+        with torch.inference_mode():
+            out = bundle.postprocess(data, pred)
+            out = np.asarray(out.detach().cpu() if hasattr(out, "detach") else out)
+        if image.geometry.ndim == 2:
+            out = out.swapaxes(-1, -2)  # back from MONAI's (x, y) to (row, col)
+        return out
+
+    # ------------------------------------------------------------------ result
+    def _label_map(self, image: Image, labels: np.ndarray) -> LabelMap:
+        if labels.shape != image.spatial_shape:
+            raise CxsegError(
+                f"model {self.card.name}: prediction came back as {labels.shape}, not the image grid "
+                f"{image.spatial_shape} (bundle postprocessing without Invertd?)"
+            )
+        classes = {k: copy.copy(v) for k, v in self.card.classes.items()}
+        return LabelMap(
+            array=labels,
+            geometry=copy.deepcopy(image.geometry),
+            classes=classes,
+            meta={
+                "model": self.card.name,
+                "algorithm": self.card.name,
+                "reference_image_path": image.meta.get("source_path"),
+                "name": f"{image.meta.get('name') or 'image'} [{self.card.name}]",
+            },
+        )
+
+
+def intensity_transforms(spec: dict[str, Any], keys: str = "image") -> list[Any]:
+    """MONAI dictionary transforms for a card's ``input.intensity``."""
+    from monai.transforms import (
+        NormalizeIntensityd,
+        ScaleIntensityd,
+        ScaleIntensityRanged,
+        ScaleIntensityRangePercentilesd,
+    )
+
+    t = spec.get("type", "none")
+    if t == "window":
+        return [ScaleIntensityRanged(keys=keys, a_min=spec["a_min"], a_max=spec["a_max"], b_min=spec["b_min"],
+                                     b_max=spec["b_max"], clip=spec["clip"])]
+    if t == "percentiles":
+        return [ScaleIntensityRangePercentilesd(keys=keys, lower=spec["lower"], upper=spec["upper"],
+                                                b_min=spec["b_min"], b_max=spec["b_max"], clip=spec["clip"],
+                                                channel_wise=True)]
+    if t == "zscore":
+        return [NormalizeIntensityd(keys=keys, nonzero=spec["nonzero"], channel_wise=True)]
+    if t == "minmax":
+        return [ScaleIntensityd(keys=keys, minv=spec["b_min"], maxv=spec["b_max"], channel_wise=True)]
+    return []
+
+
+def combine_masks(masks: np.ndarray, label_map: dict[int, int], overlap: str = "smallest",
+                  priority: list[int] | None = None) -> np.ndarray:
+    """One label array from per-structure masks that may overlap.
+
+    Parameters
+    ----------
+    masks
+        ``(channels, *spatial)`` booleans.
+    label_map
+        ``{channel: class id}``; channels not listed are ignored.
+    overlap
+        ``smallest``: a pixel claimed by several structures gets the smallest of them (by its
+        total size in this image); ``priority``: the first channel of ``priority`` wins;
+        ``last``: the highest channel wins.
+    priority
+        Channel order for ``priority``.
+
+    Returns
+    -------
+    numpy.ndarray
+        Integer labels, 0 where no structure claims the pixel.
+    """
+    chans = [c for c in sorted(label_map) if c < masks.shape[0]]
+    if overlap == "smallest":
+        sizes = {c: int(masks[c].sum()) for c in chans}
+        order = sorted(chans, key=lambda c: (-sizes[c], c))  # largest painted first, smallest last
+    elif overlap == "priority":
+        pri = [c for c in (priority or []) if c in chans]
+        order = [c for c in chans if c not in pri] + pri[::-1]
+    else:
+        order = chans
+    out = np.zeros(masks.shape[1:], dtype=np.int64)
+    for c in order:
+        out[masks[c]] = label_map[c]
+    return out
+
+
+def largest_components(labels: np.ndarray, class_ids: list[int]) -> np.ndarray:
+    """Keep only the largest connected component of each class (MONAI ``KeepLargestConnectedComponent``)."""
+    import torch
+    from monai.transforms import KeepLargestConnectedComponent
+
+    present = [int(c) for c in class_ids if np.any(labels == c)]
+    if not present:
+        return labels
+    t = torch.as_tensor(labels.astype(np.int64))[None]
+    kept = KeepLargestConnectedComponent(applied_labels=present, is_onehot=False, independent=True)(t)
+    return np.asarray(kept[0]).astype(labels.dtype)
+
+
+def _generic_channel_name(name: str) -> bool:
+    """True for reader-made names such as ``c0``, ``0``, ``channel 1``."""
+    n = name.replace("channel", "").replace("ch", "").replace("c", "").strip(" _-")
+    return n.isdigit()
+
+
+def _label_dtype(card: ModelCard) -> type:
+    top = max([0, *card.classes, *(card.output.label_map or {}).values()])
+    return np.uint8 if top < 256 else np.uint16 if top < 65536 else np.int32

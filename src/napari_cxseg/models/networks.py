@@ -1,0 +1,131 @@
+"""Networks named by model cards, built and loaded with their weights.
+
+Only classes of ``monai.networks.nets`` can be named by a card (a card is data, not code);
+TorchScript files and TorchXRayVision's PSPNet are the two other ways a network comes in.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..images import CxsegError
+
+if TYPE_CHECKING:
+    import torch
+
+    from .cards import ModelCard
+
+#: TorchXRayVision ChestX-Det PSPNet output channels, in order.
+XRV_PSPNET_TARGETS = (
+    "Left Clavicle", "Right Clavicle", "Left Scapula", "Right Scapula", "Left Lung", "Right Lung",
+    "Left Hilus Pulmonis", "Right Hilus Pulmonis", "Heart", "Aorta", "Facies Diaphragmatica",
+    "Mediastinum", "Weasand", "Spine",
+)
+
+
+def monai_network_class(name: str) -> type:
+    """The class ``name`` of ``monai.networks.nets`` (``"UNet"`` or ``"monai.networks.nets.UNet"``)."""
+    import monai.networks.nets as nets
+
+    short = name.rsplit(".", 1)[-1] if name.startswith("monai.networks.nets.") else name
+    cls = getattr(nets, short, None)
+    if cls is None or not isinstance(cls, type):
+        raise CxsegError(f"network '{name}' is not a class of monai.networks.nets")
+    return cls
+
+
+def build_network(card: ModelCard) -> torch.nn.Module:
+    """The card's network without weights (``monai.networks.nets.<name>(**args)``).
+
+    Raises
+    ------
+    CxsegError
+        When the name is unknown or the arguments do not fit, naming the card.
+    """
+    if card.network is None:
+        raise CxsegError(f"model {card.name}: the card names no network")
+    cls = monai_network_class(card.network.name)
+    try:
+        net = cls(**card.network.args)
+    except (TypeError, ValueError, AssertionError) as e:
+        where = card.path or card.name
+        raise CxsegError(f"model card {where}: field 'network.args' does not fit {card.network.name}: {e}") from None
+    return net
+
+
+def load_network(card: ModelCard, weights: str | Path | None = None) -> torch.nn.Module:
+    """The card's network with its weights, in eval mode, on the CPU.
+
+    Parameters
+    ----------
+    card
+        A card with ``network`` (any weight source but ``bundle`` without network), or a
+        ``torchscript`` / ``torchxrayvision`` card.
+    weights
+        The weights file; resolved with :func:`~napari_cxseg.models.weights.resolve_weights`
+        when not given.
+    """
+    import torch
+
+    from .weights import load_into, resolve_weights
+
+    src = card.weights.source
+    if src == "torchxrayvision":
+        net = build_xrv_pspnet()
+        path = Path(weights) if weights is not None else resolve_weights(card)
+        load_into(net.model, path, what=f"TorchXRayVision PSPNet of model {card.name}")
+        return net.eval()
+    path = Path(weights) if weights is not None else resolve_weights(card)
+    if src == "torchscript" or path.suffix.lower() == ".ts":
+        try:
+            net = torch.jit.load(str(path), map_location="cpu")
+        except (RuntimeError, ValueError, OSError) as e:
+            raise CxsegError(f"model {card.name}: {path} is not a TorchScript file: {e}") from None
+        return net.eval()
+    net = build_network(card)
+    load_into(net, path, what=f"{card.network.name} of model {card.name}")
+    return net.eval()
+
+
+def build_xrv_pspnet() -> torch.nn.Module:
+    """TorchXRayVision's ChestX-Det PSPNet (14 structures) without weights.
+
+    The wrapper reproduces ``xrv.baseline_models.chestx_det.PSPNet.forward``: one channel in
+    [-1024, 1024], repeated to RGB, resized to 512 x 512, scaled to [0, 1] and ImageNet-normalised;
+    output ``[B, 14, 512, 512]`` logits.  Weights are loaded separately (``weights_only``) so that
+    this package controls where they are cached.
+
+    Raises
+    ------
+    CxsegError
+        When ``torchxrayvision`` is not installed.
+    """
+    import torch
+    from torch import nn
+
+    try:
+        from torchxrayvision.baseline_models.chestx_det.ptsemseg.pspnet import pspnet
+    except ImportError:
+        raise CxsegError(
+            "the cxr-anatomy model needs TorchXRayVision: pip install torchxrayvision"
+        ) from None
+
+    class XRVPSPNet(nn.Module):
+        """ChestX-Det PSPNet with TorchXRayVision's input handling."""
+
+        targets = XRV_PSPNET_TARGETS
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = pspnet(len(XRV_PSPNET_TARGETS))
+            self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
+            self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = x.repeat(1, 3, 1, 1)
+            x = nn.functional.interpolate(x, size=(512, 512), mode="bilinear", align_corners=False)
+            x = (x + 1024) / 2048
+            return self.model((x - self.mean) / self.std)
+
+    return XRVPSPNet()
