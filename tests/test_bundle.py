@@ -133,18 +133,16 @@ def test_agrees_with_monai_bundle_run(bundle_dir, tmp_path):
     ds = tmp_path / "ds"
     ct_path = synthetic_ct(ds / "imagesTs" / "case01.nii.gz")
     out_dir = tmp_path / "bundle_out"
-    # `python -m monai.bundle run ...` is a `fire` wrapper around monai.bundle.run; fire is not a
-    # dependency here, so the subprocess calls the same function with the same overrides.
-    overrides = {
-        "config_file": str(bundle_dir / "configs" / "inference.json"),
-        "meta_file": str(bundle_dir / "configs" / "metadata.json"),
-        "bundle_root": str(bundle_dir),
-        "dataset_dir": str(ds),
-        "output_dir": str(out_dir),
-        "device": "$torch.device('cpu')",
-        "dataloader#num_workers": 0,
-    }
-    cmd = [sys.executable, "-c", f"from monai.bundle import run; run(**{overrides!r})"]
+    cmd = [
+        sys.executable, "-m", "monai.bundle", "run",
+        "--config_file", str(bundle_dir / "configs" / "inference.json"),
+        "--meta_file", str(bundle_dir / "configs" / "metadata.json"),
+        "--bundle_root", str(bundle_dir),
+        "--dataset_dir", str(ds),
+        "--output_dir", str(out_dir),
+        "--device", "$torch.device('cpu')",
+        "--dataloader#num_workers", "0",
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="2", PYTHONWARNINGS="ignore")
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]

@@ -73,10 +73,9 @@ def test_labels_drawn_on_image_save_with_image_geometry(make_napari_viewer, tmp_
     img_path = _nifti(tmp_path, "ct.nii.gz", np.zeros((16, 16, 8), np.float32), affine)
     viewer = make_napari_viewer()
     [image_layer] = viewer.open(img_path, plugin="napari-cxseg")
-    from napari_cxseg.images import LabelClass
+    from napari_cxseg.images import LabelClass, LabelMap
+    from napari_cxseg.layers import layer_state, layer_to_image
     from napari_cxseg.widgets._layers import add_label_map
-    from napari_cxseg.layers import layer_to_image, layer_state
-    from napari_cxseg.images import LabelMap
 
     image = layer_to_image(image_layer.data, layer_state(image_layer))
     lm = LabelMap(np.zeros(image_layer.data.shape, np.uint8), image.geometry, {1: LabelClass("nodule", "#00ff00")})

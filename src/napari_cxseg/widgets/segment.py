@@ -42,9 +42,7 @@ def _segment_job(image, card, device: str, trust: bool, largest_component: bool 
     """Generator run in a worker: yields (done, total), returns the LabelMap."""
     from ..inference import Predictor
 
-    predictor = Predictor(card, device=device, trust=trust)
-    if largest_component is not None:
-        predictor.largest_component = largest_component
+    predictor = Predictor(card, device=device, trust=trust, largest_component=largest_component)
     gen = predictor.iter_predict(image)
     while True:
         try:
@@ -164,6 +162,7 @@ class SegmentWidget(QWidget):
             from ..models.cards import find_card
 
             card = find_card(text)
+            self.largest_cc.setChecked(bool(card.output.largest_component))
             self.card_info.setText(
                 f"{card.task}\nModality: {', '.join(card.modality)} · classes: "
                 + ", ".join(c.name for c in card.classes.values())
