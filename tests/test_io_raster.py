@@ -184,3 +184,16 @@ def test_png_writer_refuses_photo(tmp_path):
     with pytest.raises(CxsegError, match=r"photo\.png.*not a label map"):
         io.write_labels(lm, tmp_path / "photo.png", overwrite=True)
     assert (tmp_path / "photo.png").read_bytes() == before
+
+
+def test_png_labels_are_writable_for_painting(tmp_path):
+    """A label map read from PNG must be paintable (PIL hands out read-only arrays)."""
+    from napari_cxseg.layers import labels_layer_data
+
+    arr = np.zeros((8, 8), np.uint8)
+    arr[2:5, 2:5] = 1
+    PILImage.fromarray(arr).save(tmp_path / "lungs_mask.png")
+    [lm] = io.read(tmp_path / "lungs_mask.png", as_labels=True)
+    assert lm.array.flags.writeable
+    data, _, _ = labels_layer_data(lm)
+    data[0, 0] = 1

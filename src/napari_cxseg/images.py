@@ -74,6 +74,9 @@ class LabelMap:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if isinstance(self.array, np.ndarray) and not self.array.flags.writeable:
+            # label maps are edited in place (napari painting): never hand out read-only arrays
+            self.array = np.array(self.array, copy=True)
         self.classes = {
             int(k): (v if isinstance(v, LabelClass) else LabelClass(str(v)))
             for k, v in self.classes.items()

@@ -75,7 +75,10 @@ def labels_layer_data(label_map: LabelMap, name: str | None = None) -> LayerData
         }
     }
     kw["opacity"] = 0.5
-    return label_map.array, kw, "labels"
+    arr = label_map.array
+    if not arr.flags.writeable:  # e.g. arrays decoded by PIL: napari must be able to paint
+        arr = np.array(arr, copy=True)
+    return arr, kw, "labels"
 
 
 def geometry_from_layer_meta(meta: dict[str, Any], ndim: int) -> Geometry:

@@ -229,7 +229,7 @@ def read_raster(path: str | os.PathLike, as_labels: bool | None = None) -> Image
             ids = ids * np.uint8(cid) if cid <= 255 else ids.astype(np.uint16) * np.uint16(cid)
             default = {cid: cls}
         arr = to_label_array(ids, path)
-        return LabelMap(array=arr, geometry=geom, classes=classes or default, meta=meta)
+        return LabelMap(array=np.array(arr, copy=True), geometry=geom, classes=classes or default, meta=meta)
     if im.mode.startswith("P"):
         arr = to_label_array(np.asarray(im), path)
     elif _is_colour(im) and not _grey_rgb(im):
