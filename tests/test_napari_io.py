@@ -151,3 +151,33 @@ def test_writer_never_overwrites_source_image(make_napari_viewer, tmp_path):
         layer.save(str(img_path), plugin="napari-cxseg")
     assert "ct.nii.gz" in str(info.value) or "ct.nii.gz" in str(info.value.__cause__)
     assert img_path.read_bytes() == before
+
+
+def test_dicom_series_labels_to_dicom_seg_through_viewer(make_napari_viewer, tmp_path):
+    """Open a DICOM series folder, label it, save as DICOM SEG, reopen: same voxels in the world."""
+    from dicom_factory import write_ct_series
+
+    from napari_cxseg.images import LabelClass, LabelMap
+    from napari_cxseg.layers import layer_state, layer_to_image
+    from napari_cxseg.widgets._layers import add_label_map
+
+    write_ct_series(tmp_path / "series", n_slices=6, shape=(20, 24), orientation="oblique")
+    viewer = make_napari_viewer()
+    [ct] = viewer.open(tmp_path / "series", plugin="napari-cxseg")
+    image = layer_to_image(ct.data, layer_state(ct))
+    arr = np.zeros(ct.data.shape, np.uint8)
+    arr[2:4, 5:12, 6:14] = 1
+    arr[4, 2:6, 2:6] = 2
+    classes = {1: LabelClass("nodule", "#ff0000"), 2: LabelClass("vessel", "#0000ff")}
+    layer = add_label_map(viewer, LabelMap(arr, image.geometry, classes), "marks")
+    out = tmp_path / "marks_seg.dcm"
+    layer.save(str(out), plugin="napari-cxseg")
+    [seg] = viewer.open(out, plugin="napari-cxseg")
+    assert seg._type_string == "labels"
+    for k, name in ((1, "nodule"), (2, "vessel")):
+        assert name in list(seg.features["name"])
+        k_seg = int(seg.features["index"][list(seg.features["name"]).index(name)])
+        world_orig = np.array([layer.data_to_world(i) for i in np.argwhere(arr == k)])
+        world_seg = np.array([seg.data_to_world(i) for i in np.argwhere(np.asarray(seg.data) == k_seg)])
+        assert len(world_orig) == len(world_seg)
+        np.testing.assert_allclose(np.sort(world_orig, axis=0), np.sort(world_seg, axis=0), atol=1e-3)
