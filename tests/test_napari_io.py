@@ -156,7 +156,6 @@ def test_writer_never_overwrites_source_image(make_napari_viewer, tmp_path):
 def test_dicom_series_labels_to_dicom_seg_through_viewer(make_napari_viewer, tmp_path):
     """Open a DICOM series folder, label it, save as DICOM SEG, reopen: same voxels in the world."""
     from dicom_factory import write_ct_series
-
     from napari_cxseg.images import LabelClass, LabelMap
     from napari_cxseg.layers import layer_state, layer_to_image
     from napari_cxseg.widgets._layers import add_label_map
