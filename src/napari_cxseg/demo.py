@@ -112,6 +112,7 @@ def _run_gui(output: Path) -> dict:
     from .widgets.segment import SegmentWidget
 
     viewer = napari.Viewer(title="napari-cxseg demo")
+    viewer.window.resize(1500, 950)
     widget = SegmentWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Segment", area="right")
     cases, shots = [], []
