@@ -478,8 +478,8 @@ def render_drr(
 def random_projection(rng: np.random.Generator, pixel_spacing: float = 1.6) -> Projection:
     """A random patient pose and beam for training views.
 
-    Rotations up to about 8 degrees about the vertical axis, 5 in the coronal plane and 10 of
-    lordotic tilt; cone beam (source 1000-2000 mm) or parallel; small shifts.
+    Rotations (standard deviations) of 4 degrees about the vertical axis, 2.5 in the coronal
+    plane and 5 of lordotic tilt; cone beam (source 1000-2000 mm) or parallel; small shifts.
 
     Parameters
     ----------
@@ -517,7 +517,8 @@ def random_radiograph(
 ) -> tuple[np.ndarray, np.ndarray]:
     """One augmented training radiograph and its labels from a :class:`DRRStack`.
 
-    2D augmentations: crop/zoom/translation/in-plane rotation, bone weighting, window, gamma,
+    2D augmentations: crop/zoom/translation/in-plane rotation, anisotropic scaling (chest
+    shape), bone weighting, window, gamma,
     detail enhancement, resolution loss, blur and noise. The crop is resized to ``out_shape``
     without keeping the aspect ratio (the 2D predictor's ``fit: stretch``) or, with
     ``pad_to_square``, centred with its aspect ratio and black around it (``fit: pad``).
@@ -543,16 +544,19 @@ def random_radiograph(
     from scipy.ndimage import affine_transform, gaussian_filter, zoom
 
     rows, cols = stack.base.shape
-    # crop box in source pixels: 80-110 % of the extent, aspect jitter, shifted
-    h = rows * rng.uniform(0.8, 1.1)
-    w = cols * rng.uniform(0.8, 1.1) * rng.uniform(0.9, 1.1)
-    cy = rows / 2 + rng.normal(0, 0.05) * rows
-    cx = cols / 2 + rng.normal(0, 0.05) * cols
+    # crop box in source pixels: 75-135 % of the extent (zoom in and out), aspect jitter, shifted
+    h = rows * rng.uniform(0.75, 1.35)
+    w = cols * rng.uniform(0.75, 1.35)
+    cy = rows / 2 + rng.normal(0, 0.08) * rows
+    cx = cols / 2 + rng.normal(0, 0.06) * cols
     ang = np.deg2rad(rng.normal(0, 3.0))
     oh, ow = out_shape
     sy, sx = h / oh, w / ow
     if pad_to_square:
         sy = sx = max(sy, sx)
+    # anatomy of other patients: taller/shorter and wider/narrower chests (sd 7 %)
+    sy *= float(np.exp(rng.normal(0, 0.07)))
+    sx *= float(np.exp(rng.normal(0, 0.07)))
     c, s_ = np.cos(ang), np.sin(ang)
     mat = np.array([[c * sy, -s_ * sx], [s_ * sy, c * sx]])
     centre_out = np.array([(oh - 1) / 2, (ow - 1) / 2])

@@ -278,6 +278,8 @@ class PairDataset:
         d = {"image": torch.as_tensor(np.asarray(img, np.float32)), "label": torch.as_tensor(np.asarray(lab).astype(np.int64))}
         if self.transform is not None:
             d = self.transform(d)
+            if isinstance(d, list):  # cropping transforms with num_samples=1 give a list
+                d = d[0]
         return d
 
 
@@ -290,7 +292,9 @@ def ras_arrays(image: Image, labels: LabelMap | None = None) -> tuple[np.ndarray
     return conv(image.array), None if labels is None else conv(labels.array)
 
 
-def ct_augmentation(patch: Sequence[int], window: tuple[float, float], seed: int = 0):
+def ct_augmentation(
+    patch: Sequence[int], window: tuple[float, float], seed: int = 0, num_classes: int | None = None
+):
     """MONAI dictionary transforms for 3D training crops (rotation, scale, intensity, crop).
 
     Parameters
@@ -301,6 +305,11 @@ def ct_augmentation(patch: Sequence[int], window: tuple[float, float], seed: int
         HU window ``(a_min, a_max)`` mapped to [0, 1] (the card's intensity).
     seed
         Random seed.
+    num_classes
+        With a number of classes (background included), crops are centred on a class chosen at
+        random (``RandCropByLabelClassesd``): background a third of the time (it holds the
+        outside air that looks like lung), each organ equally often otherwise, so small organs
+        are seen as often as large ones. Without it, crops are uniform.
 
     Returns
     -------
@@ -310,6 +319,7 @@ def ct_augmentation(patch: Sequence[int], window: tuple[float, float], seed: int
         Compose,
         RandAdjustContrastd,
         RandAffined,
+        RandCropByLabelClassesd,
         RandGaussianNoised,
         RandGaussianSmoothd,
         RandScaleIntensityd,
@@ -319,19 +329,32 @@ def ct_augmentation(patch: Sequence[int], window: tuple[float, float], seed: int
         SpatialPadd,
     )
 
+    # crop first (a margin larger than the patch), then rotate/scale only the patch: cheap
+    big = [int(round(p * 1.25)) for p in patch]
+    crop = (
+        RandSpatialCropd(keys=["image", "label"], roi_size=big, random_size=False)
+        if num_classes is None
+        else RandCropByLabelClassesd(
+            keys=["image", "label"], label_key="label", spatial_size=big, num_classes=num_classes,
+            ratios=[0.5 * (num_classes - 1)] + [1.0] * (num_classes - 1), num_samples=1, warn=False,
+        )
+    )
     t = Compose(
         [
             ScaleIntensityRanged(keys="image", a_min=window[0], a_max=window[1], b_min=0.0, b_max=1.0, clip=True),
+            SpatialPadd(keys=["image", "label"], spatial_size=big),
+            crop,
             RandAffined(
-                keys=["image", "label"], prob=0.8, rotate_range=(0.15, 0.15, 0.15), scale_range=(0.12, 0.12, 0.12),
-                translate_range=(6, 6, 4), mode=("bilinear", "nearest"), padding_mode="zeros",
+                keys=["image", "label"], prob=0.8, spatial_size=patch, rotate_range=(0.15, 0.15, 0.15),
+                scale_range=(0.12, 0.12, 0.12), translate_range=(4, 4, 3), mode=("bilinear", "nearest"),
+                padding_mode="zeros",
             ),
             SpatialPadd(keys=["image", "label"], spatial_size=patch),
             RandSpatialCropd(keys=["image", "label"], roi_size=patch, random_size=False),
             RandScaleIntensityd(keys="image", factors=0.1, prob=0.5),
             RandShiftIntensityd(keys="image", offsets=0.05, prob=0.5),
             RandAdjustContrastd(keys="image", gamma=(0.8, 1.25), prob=0.3),
-            RandGaussianSmoothd(keys="image", prob=0.2),
+            RandGaussianSmoothd(keys="image", prob=0.1),
             RandGaussianNoised(keys="image", std=0.02, prob=0.3),
         ]
     )
@@ -349,3 +372,48 @@ def lung_pairs_from_hu(ct: Image) -> LabelMap:
 def images_equal_grid(a: Image | LabelMap, b: Image | LabelMap) -> bool:
     """True when two held volumes share their grid."""
     return a.geometry.same_grid(b.geometry, a.array.shape, b.array.shape)
+
+
+def ct_radiograph(
+    ct: Image,
+    lungs: LabelMap | None = None,
+    volume_spacing: Sequence[float] = (3.0, 1.5, 1.5),
+    pixel_spacing: float = 1.5,
+    projection=None,
+) -> tuple[Image, LabelMap]:
+    """A PA radiograph of a CT and its lung masks, for evaluation on any chest CT.
+
+    Parameters
+    ----------
+    ct
+        CT in HU (3D, held geometry).
+    lungs
+        Lung label map on the CT's grid (1 right, 2 left); default: the HU-threshold lungs
+        of :mod:`napari_cxseg.hu_lungs` (computed on the resampled volume).
+    volume_spacing
+        The CT is resampled to this voxel size first (speed).
+    pixel_spacing
+        Detector pixel size in mm.
+    projection
+        :class:`~napari_cxseg.drr.Projection`; default a PA cone beam (1800 mm, magnification
+        1.125) with the given pixel size.
+
+    Returns
+    -------
+    tuple
+        ``(radiograph Image, lungs LabelMap)`` as :func:`napari_cxseg.drr.render_drr` gives.
+    """
+    from ..drr import LUNG_CLASSES, Projection, render_drr
+    from ..hu_lungs import lung_label_map
+
+    small = resample(ct, volume_spacing, cval=-1024.0)
+    if lungs is None:
+        lungs_small = lung_label_map(small)
+    else:
+        lungs_small = resample(lungs, volume_spacing)
+    proj = projection or Projection(
+        source_distance=1800.0, object_distance=1600.0, pixel_spacing=pixel_spacing, step_mm=2.0
+    )
+    img, lab = render_drr(small, lungs_small, {1: (1,), 2: (2,)}, dict(LUNG_CLASSES), projection=proj)
+    img.meta["name"] = f"DRR of {Path(str(ct.meta.get('source_path') or 'CT')).name}"
+    return img, lab
