@@ -65,13 +65,20 @@ def random_walker_labels(
 
 
 #: Up to this many unknown voxels a direct sparse solve (scikit-image ``mode="bf"``) beats
-#: Jacobi-preconditioned conjugate gradients by far; above it, its memory grows too fast.
-DIRECT_SOLVE_MAX = {2: 400_000, 3: 150_000}
+#: Jacobi-preconditioned conjugate gradients by far (which converge very slowly from small
+#: seeds); above it the direct solver's memory grows too fast (3D: ~4 GB at 140 000 voxels).
+DIRECT_SOLVE_MAX = {2: 400_000, 3: 60_000}
 
 
 def _solver(unknowns: int, ndim: int) -> str:
     """scikit-image random walker mode for a system of ``unknowns`` voxels."""
-    return "bf" if unknowns <= DIRECT_SOLVE_MAX.get(ndim, 0) else "cg_j"
+    if unknowns <= DIRECT_SOLVE_MAX.get(ndim, 0):
+        return "bf"
+    try:  # algebraic multigrid when pyamg is installed: fast on large systems
+        import pyamg  # noqa: F401
+    except ImportError:
+        return "cg_j"
+    return "cg_mg"
 
 
 def grow_from_seeds(
@@ -97,8 +104,10 @@ def grow_from_seeds(
     spacing
         Voxel size in mm per axis; edges count per mm on anisotropic grids. ``None`` = 1 mm.
     method
-        ``"random_walker"`` (scikit-image, smooth boundaries, slower) or ``"watershed"``
-        (flooding of the gradient magnitude, fast: good for a live preview).
+        ``"random_walker"`` (scikit-image, smooth boundaries; in 3D keep the region small with
+        ``roi="seeds"``: beyond some 60 000 unknown voxels it needs pyamg to stay fast) or
+        ``"watershed"`` (flooding of the gradient magnitude, fast at any size: good for a live
+        preview).
     beta
         Random walker edge penalty on the normalised image: higher follows edges more strictly.
     mask

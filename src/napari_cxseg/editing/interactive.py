@@ -18,8 +18,8 @@ A click on one slice of a volume returns the whole 3D structure. The classical b
    around the region, and brings its probability back to the source grid by linear
    interpolation.
 
-On the real CT of the test suite one click gives Dice 0.95 on the spleen and 0.93 on the
-liver, in under a second on a laptop CPU (``benchmarks/bench_interactive.py``).
+On the real CT of the test suite one click gives Dice 0.95 on the spleen (0.2 s) and 0.93 on
+the liver (0.5 s) on two shared CPU cores (``benchmarks/bench_interactive.py``).
 
 Other backends (for example a DeepGrow-style MONAI network that takes the image plus positive
 and negative guidance channels) plug in with :func:`register_backend`; they receive the same
