@@ -6,11 +6,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..images import Image, LabelMap
+from ..images import CxsegError, Image, LabelMap
 from ..layers import META_KEY, labels_layer_data, layer_state, layer_to_image, layer_to_label_map
 
 if TYPE_CHECKING:
     import napari
+    from qtpy.QtWidgets import QComboBox
 
 
 def image_from_layer(viewer: napari.Viewer, layer) -> Image:
@@ -43,6 +44,43 @@ def _channel_index(layer_name: str, names: list[str]) -> int | None:
         if layer_name.endswith(f"[{n}]"):
             return i
     return None
+
+
+def fill_combo(combo: QComboBox, items: list[str], prefer: str | int | None = None) -> None:
+    """Replace a combo's items without emitting signals, keeping its current choice when it
+    is still there; otherwise choose ``prefer`` (an item's text, or an index into ``items``;
+    ignored when absent or out of range), else Qt's default (the first item)."""
+    current = combo.currentText()
+    combo.blockSignals(True)
+    combo.clear()
+    combo.addItems(items)
+    if current in items:
+        combo.setCurrentText(current)
+    elif isinstance(prefer, int):
+        if 0 <= prefer < len(items):
+            combo.setCurrentIndex(prefer)
+    elif prefer in items:
+        combo.setCurrentText(prefer)
+    combo.blockSignals(False)
+
+
+def image_on_grid(layer, labels) -> np.ndarray:
+    """An Image layer's data (RGB as grey), checked to lie on a Labels layer's grid.
+
+    Raises
+    ------
+    CxsegError
+        When the image and the labels have different shapes.
+    """
+    data = np.asarray(layer.data)
+    if layer.rgb:
+        data = data[..., :3] @ np.array([0.299, 0.587, 0.114])
+    if data.shape != labels.data.shape:
+        raise CxsegError(
+            f"image '{layer.name}' {data.shape} and labels '{labels.name}' "
+            f"{labels.data.shape} are not on one grid"
+        )
+    return data
 
 
 def label_map_from_layer(layer) -> LabelMap:

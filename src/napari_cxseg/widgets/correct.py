@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import (
-    QComboBox,
     QFormLayout,
     QLabel,
     QToolBox,
@@ -34,6 +33,7 @@ from ._correct_tools import (
     compact_combo,
 )
 from ._jobs import LayerEditRunner, ToolResult
+from ._layers import fill_combo, image_on_grid
 from ._preview import image_layers, layer_classes, layer_spacing, user_labels_layers
 
 if TYPE_CHECKING:
@@ -122,9 +122,9 @@ class CorrectWidget(QWidget):
     # ------------------------------------------------------------------ layers
     def _refresh_layers(self, event: Any = None) -> None:
         labels = [ly.name for ly in user_labels_layers(self.viewer)]
-        _fill_combo(self.labels_combo, labels, prefer=self._preferred_labels(labels))
+        fill_combo(self.labels_combo, labels, prefer=self._preferred_labels(labels))
         images = [NO_IMAGE, *(ly.name for ly in image_layers(self.viewer))]
-        _fill_combo(self.image_combo, images, prefer=images[-1] if len(images) > 1 else NO_IMAGE)
+        fill_combo(self.image_combo, images, prefer=images[-1] if len(images) > 1 else NO_IMAGE)
         self._on_target_changed(self.labels_combo.currentText())
         if self.image_combo.currentText() != self._image_name:
             self.image_changed()
@@ -214,16 +214,7 @@ class CorrectWidget(QWidget):
         layer = self.image_layer(required)
         if layer is None:
             return None
-        labels = self.labels_layer()
-        data = np.asarray(layer.data)
-        if layer.rgb:
-            data = data[..., :3] @ np.array([0.299, 0.587, 0.114])
-        if data.shape != labels.data.shape:
-            raise CxsegError(
-                f"image '{layer.name}' {data.shape} and labels '{labels.name}' "
-                f"{labels.data.shape} are not on one grid"
-            )
-        return data
+        return image_on_grid(layer, self.labels_layer())
 
     def current_label(self) -> int:
         """The class the effects act on (> 0)."""
@@ -266,16 +257,3 @@ class CorrectWidget(QWidget):
         notify_error(exc, f"{tool} on '{name}'")
         self.status.setText(f"{tool} on '{name}': {exc}")
         self.failed.emit(f"{tool} on '{name}': {exc}")
-
-
-def _fill_combo(combo: QComboBox, items: list[str], prefer: str | None = None) -> None:
-    """Replace a combo's items, keeping its current choice when it is still there."""
-    current = combo.currentText()
-    combo.blockSignals(True)
-    combo.clear()
-    combo.addItems(items)
-    if current in items:
-        combo.setCurrentText(current)
-    elif prefer in items:
-        combo.setCurrentText(prefer)
-    combo.blockSignals(False)

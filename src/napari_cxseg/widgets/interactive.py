@@ -28,7 +28,7 @@ from qtpy.QtWidgets import (
 from ..images import CxsegError, LabelClass, default_colour
 from ._correct_tools import compact_combo
 from ._jobs import start_worker
-from ._layers import apply_array, image_from_layer, notify_error, set_classes
+from ._layers import apply_array, fill_combo, image_from_layer, notify_error, set_classes
 from ._preview import (
     image_layers,
     labels_layer_for_image,
@@ -153,16 +153,8 @@ class InteractiveWidget(QWidget):
     def _refresh_layers(self, event: Any = None) -> None:
         images = [ly.name for ly in image_layers(self.viewer)]
         labels = [NEW_LAYER, *(ly.name for ly in user_labels_layers(self.viewer))]
-        for combo, items in ((self.image_combo, images), (self.labels_combo, labels)):
-            current = combo.currentText()
-            combo.blockSignals(True)
-            combo.clear()
-            combo.addItems(items)
-            if current in items:
-                combo.setCurrentText(current)
-            elif combo is self.image_combo and items:
-                combo.setCurrentIndex(len(items) - 1)
-            combo.blockSignals(False)
+        fill_combo(self.image_combo, images, prefer=len(images) - 1)
+        fill_combo(self.labels_combo, labels)
         if self.image_combo.currentText() != self._session_image:
             self._on_image_changed(self.image_combo.currentText())
         self._update_class_name()

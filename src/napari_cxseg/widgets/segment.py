@@ -26,7 +26,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..layers import META_KEY
-from ._layers import add_label_map, apply_array, image_from_layer, notify_error
+from ._layers import add_label_map, apply_array, fill_combo, image_from_layer, notify_error
 
 if TYPE_CHECKING:
     import napari
@@ -119,16 +119,8 @@ class SegmentWidget(QWidget):
     def _refresh_images(self, event=None) -> None:
         from napari.layers import Image as ImageLayer
 
-        current = self.image_combo.currentText()
         names = [ly.name for ly in self.viewer.layers if isinstance(ly, ImageLayer)]
-        self.image_combo.blockSignals(True)
-        self.image_combo.clear()
-        self.image_combo.addItems(names)
-        if current in names:
-            self.image_combo.setCurrentText(current)
-        elif names:
-            self.image_combo.setCurrentIndex(len(names) - 1)
-        self.image_combo.blockSignals(False)
+        fill_combo(self.image_combo, names, prefer=len(names) - 1)
 
     def _refresh_models(self) -> None:
         from ..models.cards import list_cards

@@ -31,7 +31,7 @@ from ..layers import geometry_from_layer_meta, layer_state
 from ._correct_tools import compact_combo
 from ._histogram import HistogramView
 from ._jobs import LatestOnly
-from ._layers import notify_error
+from ._layers import fill_combo, image_on_grid, notify_error
 from ._preview import image_layers, layer_classes, user_labels_layers
 
 if TYPE_CHECKING:
@@ -166,16 +166,8 @@ class StatisticsWidget(QWidget):
     def _refresh_layers(self, event: Any = None) -> None:
         labels = [ly.name for ly in user_labels_layers(self.viewer)]
         images = [NO_IMAGE, *(ly.name for ly in image_layers(self.viewer))]
-        for combo, items in ((self.labels_combo, labels), (self.image_combo, images)):
-            current = combo.currentText()
-            combo.blockSignals(True)
-            combo.clear()
-            combo.addItems(items)
-            if current in items:
-                combo.setCurrentText(current)
-            elif len(items) > (combo is self.image_combo):
-                combo.setCurrentIndex(len(items) - 1)
-            combo.blockSignals(False)
+        fill_combo(self.labels_combo, labels, prefer=len(labels) - 1)
+        fill_combo(self.image_combo, images, prefer=len(images) - 1 if len(images) > 1 else None)
         self._on_labels_changed(self.labels_combo.currentText())
 
     def _on_labels_changed(self, name: str) -> None:
@@ -209,15 +201,7 @@ class StatisticsWidget(QWidget):
         layer = self.image_layer()
         if layer is None:
             return None
-        data = np.asarray(layer.data)
-        if layer.rgb:
-            data = data[..., :3] @ np.array([0.299, 0.587, 0.114])
-        if data.shape != labels.data.shape:
-            raise CxsegError(
-                f"image '{layer.name}' {data.shape} and labels '{labels.name}' "
-                f"{labels.data.shape} are not on one grid"
-            )
-        return data
+        return image_on_grid(layer, labels)
 
     # ------------------------------------------------------------------ measuring
     def schedule(self, event: Any = None) -> None:
