@@ -232,3 +232,33 @@ def test_clicks_on_real_ct_organ(real_ct, label, clicks):
             _deepest(extra if extra_is_worse else missed), positive=not extra_is_worse
         )
     assert dice(mask, truth) >= 0.8
+
+
+# ---------------------------------------------------------------------- small bright objects
+
+
+def _disc_and_lobe(seed: int = 0):
+    """A bright disc (radius 12 px) and a lobe touching it (6 px), in pixels at any spacing."""
+    shape = (64, 64)
+    truth = ellipsoid(shape, (30, 30), (12, 12), (1, 1)) | ellipsoid(
+        shape, (30, 48), (6, 6), (1, 1)
+    )
+    return noisy(np.where(truth, 100.0, 0.0), 5.0, seed), truth
+
+
+@pytest.mark.parametrize("spacing", [0.5, 1.0, 2.0, 3.0])
+@pytest.mark.parametrize("seed", [0, 1, 3])
+def test_one_centre_click_on_a_bright_blob_at_any_spacing(spacing, seed):
+    """The mm-sized settings (sampling, opening, smoothing) must not depend on the pixel size."""
+    image, truth = _disc_and_lobe(seed)
+    mask = segment_from_prompts(image, [(30, 30)], spacing=(spacing, spacing))
+    assert dice(mask, truth) >= 0.9
+
+
+@pytest.mark.parametrize("spacing", [(2.0, 1.0, 1.0), (3.0, 1.0, 1.0), (2.5, 0.7, 0.7)])
+def test_one_click_on_one_slice_of_an_anisotropic_ball(spacing):
+    shape = (24, 48, 48)
+    truth = ellipsoid(shape, (12, 24, 24), (14, 14, 14), spacing)
+    image = noisy(np.where(truth, 100.0, 0.0), 5.0, seed=1)
+    mask = segment_from_prompts(image, [(12, 24, 24)], spacing=spacing)
+    assert dice(mask, truth) >= 0.9

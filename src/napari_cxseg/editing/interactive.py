@@ -10,7 +10,11 @@ A click on one slice of a volume returns the whole 3D structure. The classical b
    nodule and on a liver.
 3. Grows, from each positive click, the connected voxels within its range after an opening
    that cuts thin bridges into neighbours of similar intensity (the ``existing_mask`` counts as
-   grown). Negative clicks split this region from the positives along the strongest edges
+   grown). Where that region is ringed, beyond the smoothing blur, by one homogeneous tissue far
+   (> ``SHARP_EDGE`` SDs) from it -- a bright blob on a plain background, not an organ among
+   neighbours -- the growth is redone up to the midpoint of that edge and without the opening,
+   which on a small object would erase a lobe or, on coarse voxels, the object itself.
+   Negative clicks split this region from the positives along the strongest edges
    (watershed); a box confines it to the box's footprint.
 4. Where the region reaches an inner face of the ROI, enlarges the ROI on that side and grows
    again (as nnInteractive's "AutoZoom" does), up to ``max_roi_growth`` times.
@@ -283,6 +287,16 @@ def _ball_mask(
     return out
 
 
+def _smoothing_mm(opt: ClassicalOptions, spacing: np.ndarray) -> float:
+    """Denoising width: ``smoothing_mm``, but at least ``MIN_SMOOTHING`` of the finest voxel.
+
+    ``spacing`` is the source grid's (block averaging denoises by itself). On coarse voxels
+    1 mm would not smooth at all, and the noise would riddle the grown region with holes that
+    the opening then widens.
+    """
+    return max(opt.smoothing_mm, MIN_SMOOTHING * float(spacing.min()))
+
+
 def _click_range(
     image: np.ndarray, point: np.ndarray, spacing: np.ndarray, opt: ClassicalOptions
 ) -> tuple[float, float]:
@@ -296,20 +310,23 @@ def _click_range(
     depend on the ROI.
     """
     centre = np.clip(np.floor(point + 0.5).astype(int), 0, np.array(image.shape) - 1)
-    half = np.ceil((opt.sample_radius_mm + 3 * opt.smoothing_mm) / spacing).astype(int)
+    smoothing_mm = _smoothing_mm(opt, spacing)
+    half = np.ceil((opt.sample_radius_mm + 3 * smoothing_mm) / spacing).astype(int)
     box = tuple(
         slice(max(0, c - h), min(n, c + h + 1))
         for c, h, n in zip(centre, half, image.shape, strict=True)
     )
     raw = image[box].astype(np.float32)
-    smooth = ndi.gaussian_filter(raw, sigma=opt.smoothing_mm / spacing)
+    smooth = ndi.gaussian_filter(raw, sigma=smoothing_mm / spacing)
     local = centre - np.array([b.start for b in box])
     floor = 1e-3 * (float(np.ptp(raw)) or 1.0)
 
     def spread(values: np.ndarray) -> float:
         return max(1.4826 * float(np.median(np.abs(values - np.median(values)))), floor)
 
-    near = _ball_mask(raw.shape, local[None], 2.0, spacing)
+    # the click's neighbourhood: 2 mm, but at least the adjacent voxels on a coarse grid
+    near_mm = max(2.0, 1.01 * float(spacing.min()))
+    near = _ball_mask(raw.shape, local[None], near_mm, spacing)
     med, sd = float(np.median(smooth[near])), spread(raw[near])
     seed = np.zeros(raw.shape, bool)
     seed[tuple(local)] = True
@@ -354,7 +371,8 @@ class ClassicalOptions:
         Radius of the neighbourhood of each positive click whose similar voxels give the
         click's intensity range.
     smoothing_mm
-        Gaussian denoising of the working image (standard deviation).
+        Gaussian denoising of the working image (standard deviation); at least
+        ``MIN_SMOOTHING`` of the source grid's finest voxel.
     carve_radius_mm
         Without positive clicks, how far a negative click frees an existing mask's interior.
     max_voxels
@@ -382,6 +400,11 @@ class ClassicalOptions:
 
 
 CLIP = 4.0  # in widths of the object's intensity range
+ISOLATED = 0.8  # share of a ring around an object beyond a strong edge that isolates it
+HOMOGENEOUS = 0.075  # largest robust SD of that surrounding tissue, in widths of the edge
+ISOLATED_GROWTH = 1.5  # most an isolated object may exceed its region grown by the blur
+MIN_SMOOTHING = 0.7  # in voxels of the finest axis
+SHARP_EDGE = 6.0  # in robust SDs of the tissue: beyond, a value belongs to another tissue
 
 
 @dataclass
@@ -494,7 +517,7 @@ def _grow_region(
 
     wsp = grid.spacing
     work = _block_mean(image[grid.roi], grid.factors)
-    sigma = opt.smoothing_mm / wsp
+    sigma = _smoothing_mm(opt, grid.spacing / grid.factors) / wsp
     if np.any(sigma >= 0.3):
         work = ndi.gaussian_filter(work, sigma=np.where(sigma >= 0.3, sigma, 0.0))
     empty = np.zeros((0, work.ndim), int)
@@ -518,12 +541,25 @@ def _grow_region(
             core &= ~_carve_zone(work.shape, neg, pos, wsp, opt.carve_radius_mm)
         core &= ~neg_seed
     opener = ellipsoid_footprint(max(opt.open_radius_mm, float(wsp.min())), wsp)
+    ranges_out: list[tuple[float, float]] = []
     for c, (lo, hi) in zip(pos, ranges, strict=True):
         seed = np.zeros(work.shape, bool)
         seed[tuple(c)] = True
         in_range = (work >= lo) & (work <= hi) & allowed
         opened = ndi.binary_opening(in_range, structure=opener) | (seed & in_range)
-        region |= _connected_to(opened, seed) | seed
+        grown = _connected_to(opened, seed) | seed
+        edge = _isolated_edge(work, grown, lo, hi, sigma, wsp, opt)
+        if edge is not None:
+            # an object isolated by a strong edge: the edge is told by the intensity change
+            # (midway), not by the tissue's spread, and there is no similar neighbour to cut
+            # a bridge into, so no opening (it would erase a small lobe) ...
+            wide = (work >= edge[0]) & (work <= edge[1]) & allowed
+            wide = _connected_to(wide, seed) | seed
+            # ... unless that leaks far beyond the blur (then it is not isolated after all)
+            if wide.sum() <= ISOLATED_GROWTH * edge[2]:
+                grown = wide
+                ranges_out.append((edge[0], edge[1]))
+        region |= grown
     starts = pos_seed | core
 
     if len(neg) and region.any():
@@ -534,11 +570,64 @@ def _grow_region(
         split = watershed(grad, markers=markers, mask=region | neg_seed)
         region = (split == 1) & region
     if ranges:
-        lo, hi = min(r[0] for r in ranges), max(r[1] for r in ranges)
+        lo = min([r[0] for r in ranges] + [r[0] for r in ranges_out])
+        hi = max([r[1] for r in ranges] + [r[1] for r in ranges_out])
     else:  # refining an existing mask without positive clicks
         vals = work[core] if core.any() else work
         lo, hi = (float(v) for v in np.percentile(vals, [2, 98]))
     return _Region(grid, work, region, starts, neg_seed, inside_box, (lo, max(hi, lo + 1e-6)))
+
+
+def _isolated_edge(
+    work: np.ndarray,
+    grown: np.ndarray,
+    lo: float,
+    hi: float,
+    sigma: np.ndarray,
+    spacing: np.ndarray,
+    opt: ClassicalOptions,
+) -> tuple[float, float, int] | None:
+    """The range up to the midpoints of a strong edge that surrounds ``grown`` on all sides.
+
+    Looks at a ring just beyond the smoothing blur around the grown region. When nearly all of
+    it (``ISOLATED`` of the ring) is far (> ``SHARP_EDGE`` robust SDs) from the tissue, on one
+    side, the object is isolated in another tissue and its edge is the midpoint between the two
+    (on real CT an organ touches neighbours of similar intensity, and this does not apply).
+    """
+    if not grown.any() or any(
+        grown.take(0, axis=ax).any() or grown.take(-1, axis=ax).any() for ax in range(grown.ndim)
+    ):
+        return None  # its surroundings are not all in view
+    # beyond the blur: the region grown on the smoothed image stops up to ~1.5 smoothing widths
+    # short of a strong edge, and the blur reaches ~2 more widths out
+    blur_mm = float(np.max(sigma * spacing))
+    reach_mm = 3.5 * blur_mm + float(spacing.min())
+    ring_mm = 2.0 * float(spacing.max())
+    pad = np.ceil((reach_mm + ring_mm) / spacing).astype(int) + 1
+    box = grow_slices(bounding_slices(grown), pad, grown.shape)
+    dist = ndi.distance_transform_edt(~grown[box], sampling=spacing)
+    near = dist <= reach_mm
+    ring = ~near & (dist <= reach_mm + ring_mm)
+    vals = work[box][ring]
+    if vals.size < 8:
+        return None
+    med, sd = 0.5 * (lo + hi), (hi - lo) / (2.0 * opt.tolerance)
+    below, above = vals < med - SHARP_EDGE * sd, vals > med + SHARP_EDGE * sd
+    for far, opposite, side in ((below, above, 0), (above, below, 1)):
+        # a third tissue across the ring (a brighter bar along a dark background ...) would be
+        # reached along its blurred edge
+        if far.mean() < ISOLATED or opposite.any():
+            continue
+        other = vals[far]
+        level = float(np.median(other))
+        spread = 1.4826 * float(np.median(np.abs(other - level)))
+        # one homogeneous surrounding tissue, not a mix of neighbours (fat, organs ...)
+        if spread > HOMOGENEOUS * abs(med - level):
+            return None
+        mid = 0.5 * (med + level)
+        size = int(np.count_nonzero(near))
+        return (min(lo, mid), hi, size) if side == 0 else (lo, max(hi, mid), size)
+    return None
 
 
 def _refine(found: _Region, image_shape: tuple[int, ...], opt: ClassicalOptions) -> np.ndarray:
