@@ -176,6 +176,12 @@ def _run_widget(widget, timeout_ms: int = 600_000) -> dict:
         loop.exec()
     widget.finished_layer.disconnect(done)
     widget.failed.disconnect(failed)
+    from qtpy.QtWidgets import QApplication
+
+    deadline = time.perf_counter() + 30
+    while widget._worker is not None and time.perf_counter() < deadline:
+        QApplication.processEvents()  # let the worker finish so the buttons are reset
+        time.sleep(0.01)
     return result
 
 
