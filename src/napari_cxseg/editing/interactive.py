@@ -306,8 +306,10 @@ def _click_range(
     whose smoothed intensity is close to the click's. Its range is the median of the smoothed
     intensity plus or minus ``tolerance`` robust standard deviations of the *raw* intensity:
     region growing runs on the smoothed image, but how far a tissue's values wander is told by
-    its raw spread (smoothing would shrink it). Measured on the source grid, the range does not
-    depend on the ROI.
+    its raw spread (smoothing would shrink it). The similar voxels are taken within ``SELECT``
+    times the tolerance: cut at the range itself, the spread that they measure would shrink
+    (on the 5 mm sample CT the liver's range came out too narrow). Measured on the source
+    grid, the range does not depend on the ROI.
     """
     centre = np.clip(np.floor(point + 0.5).astype(int), 0, np.array(image.shape) - 1)
     smoothing_mm = _smoothing_mm(opt, spacing)
@@ -324,16 +326,25 @@ def _click_range(
     def spread(values: np.ndarray) -> float:
         return max(1.4826 * float(np.median(np.abs(values - np.median(values)))), floor)
 
-    # the click's neighbourhood: 2 mm, but at least the adjacent voxels on a coarse grid
+    # the click's neighbourhood: 2 mm, but at least the adjacent voxels on a coarse grid and
+    # enough voxels (3**ndim) for a median absolute deviation that ties do not zero (on 5 mm
+    # slices the adjacent voxels are 5, and 4 equal integers give a spread of 0)
     near_mm = max(2.0, 1.01 * float(spacing.min()))
     near = _ball_mask(raw.shape, local[None], near_mm, spacing)
+    while np.count_nonzero(near) < 3**raw.ndim and near_mm < opt.sample_radius_mm:
+        near_mm += float(spacing.min())
+        near = _ball_mask(raw.shape, local[None], near_mm, spacing)
     med, sd = float(np.median(smooth[near])), spread(raw[near])
     seed = np.zeros(raw.shape, bool)
     seed[tuple(local)] = True
-    similar = (np.abs(smooth - med) <= opt.tolerance * sd) & _ball_mask(
+    similar = (np.abs(smooth - med) <= SELECT * opt.tolerance * sd) & _ball_mask(
         raw.shape, local[None], opt.sample_radius_mm, spacing
     )
     tissue = _connected_to(similar | seed, seed)
+    if np.count_nonzero(tissue) < np.count_nonzero(near):
+        # the smoothed click differs from its neighbourhood (a vessel or a rib edge nearby):
+        # the similar set shrinks to the click, whose spread says nothing; keep the neighbours
+        tissue |= near
     med, sd = float(np.median(smooth[tissue])), spread(raw[tissue])
     return med - opt.tolerance * sd, med + opt.tolerance * sd
 
@@ -405,6 +416,7 @@ HOMOGENEOUS = 0.075  # largest robust SD of that surrounding tissue, in widths o
 ISOLATED_GROWTH = 1.5  # most an isolated object may exceed its region grown by the blur
 MIN_SMOOTHING = 0.7  # in voxels of the finest axis
 SHARP_EDGE = 6.0  # in robust SDs of the tissue: beyond, a value belongs to another tissue
+SELECT = 1.5  # a click's spread is measured over voxels within SELECT x its range (less bias)
 
 
 @dataclass
