@@ -22,9 +22,11 @@ def _widget(viewer):
 
 
 def _apply(qtbot, widget, start) -> None:
-    """Start an effect and wait until it was written to the layer."""
+    """Start an effect and wait until it was written to the layer and the runner is free."""
+    qtbot.waitUntil(lambda: not widget.runner.busy, timeout=20000)
     with qtbot.waitSignal(widget.applied, timeout=20000):
         assert start() is not False
+    qtbot.waitUntil(lambda: not widget.runner.busy, timeout=20000)
 
 
 def _check_undo(layer, before: np.ndarray) -> None:
