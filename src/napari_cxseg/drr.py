@@ -478,8 +478,8 @@ def render_drr(
 def random_projection(rng: np.random.Generator, pixel_spacing: float = 1.6) -> Projection:
     """A random patient pose and beam for training views.
 
-    Rotations (standard deviations) of 4 degrees about the vertical axis, 2.5 in the coronal
-    plane and 5 of lordotic tilt; cone beam (source 1000-2000 mm) or parallel; small shifts.
+    Rotations (standard deviations) of 4 degrees about the vertical axis, 3 in the coronal plane
+    and 8 of lordotic tilt; cone beam (source 1000-2000 mm) or parallel; small shifts.
 
     Parameters
     ----------
@@ -497,8 +497,8 @@ def random_projection(rng: np.random.Generator, pixel_spacing: float = 1.6) -> P
     return Projection(
         rotation_deg=(
             float(rng.normal(0, 4.0)),
-            float(rng.normal(0, 2.5)),
-            float(rng.normal(0, 5.0)),
+            float(rng.normal(0, 3.0)),
+            float(rng.normal(0, 8.0)),
         ),
         source_distance=sid if cone else None,
         object_distance=sid - float(rng.uniform(150.0, 300.0)),
@@ -544,9 +544,9 @@ def random_radiograph(
     from scipy.ndimage import affine_transform, gaussian_filter, zoom
 
     rows, cols = stack.base.shape
-    # crop box in source pixels: 75-135 % of the extent (zoom in and out), aspect jitter, shifted
-    h = rows * rng.uniform(0.75, 1.35)
-    w = cols * rng.uniform(0.75, 1.35)
+    # crop box in source pixels: 75-160 % of the extent (zoom in and out), aspect jitter, shifted
+    h = rows * rng.uniform(0.75, 1.6)
+    w = cols * rng.uniform(0.75, 1.6)
     cy = rows / 2 + rng.normal(0, 0.08) * rows
     cx = cols / 2 + rng.normal(0, 0.06) * cols
     ang = np.deg2rad(rng.normal(0, 3.0))
@@ -554,9 +554,9 @@ def random_radiograph(
     sy, sx = h / oh, w / ow
     if pad_to_square:
         sy = sx = max(sy, sx)
-    # anatomy of other patients: taller/shorter and wider/narrower chests (sd 7 %)
-    sy *= float(np.exp(rng.normal(0, 0.07)))
-    sx *= float(np.exp(rng.normal(0, 0.07)))
+    # anatomy of other patients: taller/shorter and wider/narrower chests (sd 10 %)
+    sy *= float(np.exp(rng.normal(0, 0.1)))
+    sx *= float(np.exp(rng.normal(0, 0.1)))
     c, s_ = np.cos(ang), np.sin(ang)
     mat = np.array([[c * sy, -s_ * sx], [s_ * sy, c * sx]])
     centre_out = np.array([(oh - 1) / 2, (ow - 1) / 2])
