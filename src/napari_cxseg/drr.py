@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
@@ -152,6 +153,7 @@ def project(
     geometry: Geometry,
     projection: Projection | None = None,
     rows_per_chunk: int = 32,
+    device: Any = None,
 ) -> tuple[np.ndarray, Geometry]:
     """Line integrals (mm x value) of volume channels along PA rays onto the detector.
 
@@ -165,6 +167,8 @@ def project(
         Source, detector and patient pose.
     rows_per_chunk
         Detector rows sampled at once (bounds memory).
+    device
+        Torch device for the sampling (default CPU; a GPU renders many label channels fast).
 
     Returns
     -------
@@ -204,18 +208,19 @@ def project(
     t0, t1 = float(depth.min()) - 1.0, float(depth.max()) + 1.0
     step_len = float(p.step_mm or min(geometry.spacing[1], 1.5))
     n_samp = max(8, int(np.ceil((t1 - t0) / step_len)) + 1)
-    inv_aff = torch.from_numpy(np.linalg.inv(geometry.affine)[:3].astype(np.float32))
-    size = torch.tensor(chan.shape[1:], dtype=torch.float32)
-    rot_t = torch.from_numpy(rot.astype(np.float32))
-    iso_t = torch.from_numpy(iso.astype(np.float32))
-    t = torch.linspace(t0, t1, n_samp)
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    inv_aff = torch.from_numpy(np.linalg.inv(geometry.affine)[:3].astype(np.float32)).to(dev)
+    size = torch.tensor(chan.shape[1:], dtype=torch.float32, device=dev)
+    rot_t = torch.from_numpy(rot.astype(np.float32)).to(dev)
+    iso_t = torch.from_numpy(iso.astype(np.float32)).to(dev)
+    t = torch.linspace(t0, t1, n_samp, device=dev)
     dt = float(t[1] - t[0])
-    l_iso = torch.from_numpy(l_iso.astype(np.float32)) - iso_t[2]
-    vol = torch.from_numpy(chan)[None]  # (1, C, z, y, x)
+    l_iso = torch.from_numpy(l_iso.astype(np.float32)).to(dev) - iso_t[2]
+    vol = torch.from_numpy(chan)[None].to(dev)  # (1, C, z, y, x)
     out = np.zeros((chan.shape[0], rows, cols), np.float32)
     with torch.no_grad():
         for r0 in range(0, rows, rows_per_chunk):
-            rs = torch.from_numpy(s_iso[r0 : r0 + rows_per_chunk].astype(np.float32)) - iso_t[0]
+            rs = torch.from_numpy(s_iso[r0 : r0 + rows_per_chunk].astype(np.float32)).to(dev) - iso_t[0]
             S, L, T = torch.meshgrid(rs, l_iso, t, indexing="ij")  # (r, c, n), iso-relative
             if cone:
                 # rays from a point source behind the patient through the isocentre-plane point
@@ -224,14 +229,14 @@ def project(
                 L = L * frac
                 step = dt * torch.sqrt(1.0 + (S[..., 0] ** 2 + L[..., 0] ** 2) / p.object_distance**2)
             else:
-                step = torch.full(S.shape[:2], dt)
+                step = torch.full(S.shape[:2], dt, device=dev)
             pts = torch.stack([S, T, L], dim=-1) @ rot_t.T + iso_t
             idx = pts @ inv_aff[:, :3].T + inv_aff[:, 3]
             # grid_sample wants (x, y, z) = (held axis 2, 1, 0), normalised to [-1, 1]
             norm = 2.0 * idx / torch.clamp(size - 1, min=1) - 1.0
             grid = norm.flip(-1)[None]
             sampled = F.grid_sample(vol, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
-            out[:, r0 : r0 + len(rs)] = (sampled[0].sum(dim=-1) * step[None]).numpy()
+            out[:, r0 : r0 + len(rs)] = (sampled[0].sum(dim=-1) * step[None]).cpu().numpy()
     aff = np.eye(3)
     aff[0, 0] = aff[1, 1] = ps_det
     det_geom = Geometry(
@@ -329,6 +334,7 @@ def project_ct(
     remove_table: bool = True,
     bone_hu: float = 200.0,
     body: np.ndarray | None = None,
+    device: Any = None,
 ) -> DRRStack:
     """Project a CT (and optionally label classes) along PA rays.
 
@@ -352,6 +358,8 @@ def project_ct(
         HU where bone weighting starts.
     body
         Body mask on the CT grid (computed when ``remove_table`` and not given).
+    device
+        Torch device for the projection (see :func:`project`).
 
     Returns
     -------
@@ -387,7 +395,7 @@ def project_ct(
             info = dict(LUNG_CLASSES)
         else:
             info = {k: labels.classes.get(k) or LabelClass(f"class {k}") for k in ids}
-    proj, geom = project(np.stack(chans), ct.geometry, projection)
+    proj, geom = project(np.stack(chans), ct.geometry, projection, device=device)
     meta = {
         "source_path": ct.meta.get("source_path"),
         "projection": dict(projection.__dict__),
@@ -514,7 +522,8 @@ def random_radiograph(
     out_shape: tuple[int, int] = (256, 256),
     mask_threshold_mm: float = 2.0,
     pad_to_square: bool = False,
-) -> tuple[np.ndarray, np.ndarray]:
+    return_spacing: bool = False,
+) -> tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, float]:
     """One augmented training radiograph and its labels from a :class:`DRRStack`.
 
     2D augmentations: crop/zoom/translation/in-plane rotation, anisotropic scaling (chest
@@ -535,6 +544,8 @@ def random_radiograph(
         See :func:`compose`.
     pad_to_square
         Keep the crop's aspect ratio and pad (see above).
+    return_spacing
+        Also return the output's pixel size in mm (square pixels only with ``pad_to_square``).
 
     Returns
     -------
@@ -593,4 +604,6 @@ def random_radiograph(
     img = np.clip(img, 0.0, 1.0).astype(np.float32) * inside
     paths = np.stack([warp(p) * inside for p in stack.paths]) if stack.class_ids else np.zeros((0, oh, ow))
     lab = paths_to_labels(paths, stack.class_ids, mask_threshold_mm)
+    if return_spacing:
+        return img, lab, ps
     return img, lab
