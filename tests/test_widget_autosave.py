@@ -117,3 +117,116 @@ def test_opening_a_file_offers_its_copy(make_napari_viewer, qtbot, tmp_path, mon
     assert len(offered) == 1 and offered[0].source_path == source
     assert np.array_equal(blocker.args[0].data, new)
     assert blocker.args[0].name == "case7-lungs (recovered)"
+
+
+def test_saving_with_the_writer_discards_the_recovery_copy(
+    make_napari_viewer, qtbot, tmp_path, monkeypatch
+):
+    from napari_cxseg.editing.recovery import label_map_key
+    from napari_cxseg.widgets._layers import label_map_from_layer
+    from napari_cxseg.widgets.autosave import Autosaver, layer_key
+
+    viewer = make_napari_viewer()
+    saver = Autosaver(viewer, idle_seconds=0.1)
+    layer, new, apply_array = _edited_layer(viewer, str(tmp_path / "case9.nii.gz"))
+    assert label_map_key(label_map_from_layer(layer)) == layer_key(layer)  # one key for both
+    with qtbot.waitSignal(saver.saved, timeout=10000):
+        apply_array(layer, new)
+    qtbot.waitUntil(lambda: saver._saving is None, timeout=5000)
+    assert [e.key for e in saver.store.list()] == [layer_key(layer)]
+
+    written = layer.save(str(tmp_path / "lungs.nii.gz"), plugin="napari-cxseg")
+    assert written and list(saver.store.list()) == []
+
+    # after a restart nothing is offered: the edits are in the file
+    monkeypatch.setattr(Autosaver, "saved_this_process", set())
+    offered = []
+    saver.decide = lambda entry: offered.append(entry) or "restore"
+    assert saver.offer_recovery() == [] and offered == []
+
+    # edits after the save are autosaved again
+    newer = new.copy()
+    newer[0, 0, 0] = 1
+    with qtbot.waitSignal(saver.saved, timeout=10000):
+        apply_array(layer, newer)
+    qtbot.waitUntil(lambda: saver._saving is None, timeout=5000)
+    assert len(saver.store.list()) == 1
+
+    # an edit saved to a file before the autosave fires: no copy is left behind
+    saver.idle_seconds = 0.3
+    newest = newer.copy()
+    newest[0, 1, 1] = 1
+    apply_array(layer, newest)
+    layer.save(str(tmp_path / "lungs.nii.gz"), plugin="napari-cxseg")
+    assert list(saver.store.list()) == []
+    qtbot.wait(600)  # the autosave timer fires and finds the state saved
+    qtbot.waitUntil(lambda: saver._saving is None and not saver.timer.isActive(), timeout=5000)
+    assert list(saver.store.list()) == []
+
+    # editing back to the saved state leaves nothing unsaved either
+    with qtbot.waitSignal(saver.saved, timeout=10000):
+        apply_array(layer, newer)
+    qtbot.waitUntil(lambda: saver._saving is None, timeout=5000)
+    assert len(saver.store.list()) == 1
+    apply_array(layer, newest)
+    qtbot.wait(600)
+    qtbot.waitUntil(lambda: saver._saving is None and not saver.timer.isActive(), timeout=5000)
+    assert list(saver.store.list()) == []
+
+
+def test_a_copy_being_written_while_the_file_is_saved_is_dropped(
+    make_napari_viewer, qtbot, tmp_path
+):
+    import threading
+
+    from napari_cxseg.editing.recovery import RecoveryStore
+    from napari_cxseg.widgets.autosave import Autosaver
+
+    started, release = threading.Event(), threading.Event()
+
+    class SlowStore(RecoveryStore):
+        def save(self, *args, **kwargs):
+            started.set()
+            release.wait(10)
+            return super().save(*args, **kwargs)
+
+    viewer = make_napari_viewer()
+    saver = Autosaver(viewer, idle_seconds=0.1, store=SlowStore(tmp_path / "own-store"))
+    layer, new, apply_array = _edited_layer(viewer, str(tmp_path / "case3.nii.gz"))
+    apply_array(layer, new)
+    qtbot.waitUntil(started.is_set, timeout=5000)  # the autosave is writing its copy ...
+    layer.save(str(tmp_path / "saved.nii.gz"), plugin="napari-cxseg")  # ... when the file is saved
+    release.set()
+    qtbot.waitUntil(lambda: saver._saving is None, timeout=10000)
+    assert list(saver.store.list()) == []  # the stale copy did not survive
+
+
+def test_save_marks_are_keyed_counted_and_tell_listeners(tmp_path):
+    from napari_cxseg.editing import recovery
+
+    store = recovery.RecoveryStore(tmp_path / "rec")
+    other = recovery.RecoveryStore(tmp_path / "other")
+    key = recovery.recovery_key(str(tmp_path / "a.nii.gz"), "seg")
+    labels = np.arange(6, dtype=np.uint8).reshape(2, 3)
+    for s in (store, other):
+        s.save(key, labels, {}, {})
+    told = []
+
+    class Listener:
+        def on_saved(self, k: str) -> None:
+            told.append(k)
+            other.discard(k)
+
+    listener = Listener()
+    recovery.add_saved_listener(listener.on_saved)
+    before = recovery.save_counter()
+    assert not recovery.saved_after(key, before)
+    assert recovery.mark_saved(key, labels, store=store) is True
+    assert told == [key] and store.list() == [] and other.list() == []
+    assert recovery.saved_after(key, before) and not recovery.saved_after(key, before + 1)
+    assert recovery.is_saved(key, labels.copy()) and not recovery.is_saved(key, labels + 1)
+    recovery.remove_saved_listener(listener.on_saved)
+    recovery.mark_saved(key, labels, store=store)
+    assert told == [key]  # removed listeners are not told
+    # unnamed label maps (a model's output from the command line) have no key
+    assert recovery.label_map_key(type("LM", (), {"meta": {"source_path": "x.nii"}})()) is None

@@ -1,4 +1,8 @@
-"""napari writer contributions for Labels layers (NIfTI, PNG, DICOM SEG)."""
+"""napari writer contributions for Labels layers (NIfTI, PNG, DICOM SEG).
+
+After a successful write the layer's recovery copy (autosave) is deleted: its edits are saved,
+so the plugin must not offer to restore them after a restart.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ def _write(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     label_map = layer_to_label_map(data, meta)
     # napari's save dialog has already asked about replacing an existing file; writers still
     # refuse to replace a source image or anything that is not a label map
+    # write_labels also discards the layer's crash-recovery copy once the file is written
     return write_labels(label_map, path, overwrite=True)
 
 

@@ -283,15 +283,25 @@ def write_labels(
     if _is_nifti_name(name):
         from .nifti import write_nifti_labels
 
-        return write_nifti_labels(label_map, p, overwrite=overwrite)
-    if name.endswith(".png"):
+        files = write_nifti_labels(label_map, p, overwrite=overwrite)
+    elif name.endswith(".png"):
         from .raster import write_png_labels
 
-        return write_png_labels(label_map, p, overwrite=overwrite)
-    if name.endswith(".dcm"):
+        files = write_png_labels(label_map, p, overwrite=overwrite)
+    elif name.endswith(".dcm"):
         from .dicom_seg import write_dicom_seg
 
-        return [str(f) for f in write_dicom_seg(label_map, str(p), overwrite=overwrite)]
-    raise CxsegError(
-        f"cannot write labels to {p}: use a .nii.gz, .nii, .png (2D) or .dcm (DICOM SEG) name"
-    )
+        files = [str(f) for f in write_dicom_seg(label_map, str(p), overwrite=overwrite)]
+    else:
+        raise CxsegError(
+            f"cannot write labels to {p}: use a .nii.gz, .nii, .png (2D) or .dcm (DICOM SEG) name"
+        )
+    try:  # the saved work needs no crash-recovery copy any more
+        from ..editing.recovery import note_saved
+
+        note_saved(label_map)
+    except Exception as exc:  # a cache problem must not turn a good save into an error
+        import warnings
+
+        warnings.warn(f"saved {p}, but its recovery copy could not be discarded: {exc}", stacklevel=2)
+    return files

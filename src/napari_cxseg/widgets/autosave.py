@@ -5,6 +5,11 @@ writes the edited layers (array, geometry, classes) to the recovery store in the
 (``CXSEG_CACHE_DIR``), off the GUI thread. When the plugin starts, and when a file is opened
 whose labels have a recovery copy from an earlier session, it offers to restore them as new
 Labels layers.
+
+A layer saved to a file (the plugin's writer, or ``io.write_labels``) loses its recovery copy
+(``editing.recovery.note_saved``); the autosaver does not write a copy of that saved state
+again, nor keeps one of an older state that it was writing while the file was saved. Edits
+made after the save are autosaved as before.
 """
 
 from __future__ import annotations
@@ -76,6 +81,9 @@ class Autosaver(QObject):
         self.timer.setSingleShot(True)
         self.timer.timeout.connect(self.save_now)
         self.idle_seconds = idle_seconds
+        from ..editing.recovery import add_saved_listener
+
+        add_saved_listener(self._on_file_saved)  # held weakly
         viewer.layers.events.inserted.connect(self._on_inserted)
         viewer.layers.events.removed.connect(self._on_removed)
         for layer in viewer.layers:
@@ -146,7 +154,10 @@ class Autosaver(QObject):
         if self._saving is not None:  # one save at a time; the next one follows it
             self.timer.start()
             return
+        from ..editing import recovery
+
         layers, self._dirty = list(self._dirty.values()), {}
+        counter = recovery.save_counter()  # saves to a file after this make these copies stale
         jobs = []
         for layer in layers:
             try:
@@ -170,7 +181,13 @@ class Autosaver(QObject):
         def write() -> list[tuple[str, str]]:
             done = []
             for name, key, array, geometry, classes, source in jobs:
+                if recovery.is_saved(key, array):  # this very state is in a file
+                    store.discard(key)
+                    continue
                 store.save(key, array, geometry, classes, source_path=source)
+                if recovery.saved_after(key, counter):  # a file got a newer state meanwhile
+                    store.discard(key)
+                    continue
                 done.append((name, key))
             return done
 
@@ -186,6 +203,16 @@ class Autosaver(QObject):
             self._saving = None
 
         self._saving = start_worker(write, on_done=finished, on_error=failed, on_finished=cleared)
+
+    def _on_file_saved(self, key: str) -> None:
+        """A layer was written to a file: drop its copy from this autosaver's store too.
+
+        Called by ``editing.recovery.mark_saved``, possibly off the GUI thread (no Qt here).
+        """
+        try:
+            self.store.discard(key)
+        except Exception:
+            pass
 
     # ------------------------------------------------------------------ recovery
     def offer_recovery(self, include_this_session: bool = False) -> list:

@@ -5,20 +5,37 @@ The prompts live in a Points layer (green = object, red = not the object; Shift+
 :class:`~napari_cxseg.editing.interactive.PromptSession` in a worker, and the result shows in a
 preview layer; Accept writes it into the chosen class of a Labels layer as ONE undoable step.
 In a volume one click on one slice gives the whole 3D structure.
+
+The "Method" chooser picks the engine's backend: the click-guided networks shipped with the
+package ("network", the default when available), the intensity-based classical method (no
+model), or a user's VISTA3D bundle (a folder, and whether to trust its code). Changing the
+method, the bundle folder or the trust setting keeps the prompts on screen and re-runs them
+with the new method (a new session).
+
+Prompts edited by hand in their layers are followed: deleting a point (select it, press
+Delete) or the box, or moving one, rebuilds the session from the remaining prompts in their
+order (the session can only undo its latest interaction). In the 3D canvas a click in
+"Click prompts" mode casts a ray through the image and places the prompt on the voxel that
+the rendering shows there (maximum intensity for MIP; the first voxel above the threshold for
+isosurface / translucent rendering).
 """
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from qtpy.QtCore import QTimer, Signal
 from qtpy.QtWidgets import (
     QCheckBox,
+    QFileDialog,
     QFormLayout,
     QGridLayout,
+    QHBoxLayout,
     QLabel,
+    QLineEdit,
     QPushButton,
     QSpinBox,
     QVBoxLayout,
@@ -44,6 +61,7 @@ from ._prompt_layers import (
     colour_points,
     make_box_layer,
     make_points_layer,
+    pick_in_image,
 )
 
 if TYPE_CHECKING:
@@ -52,9 +70,36 @@ if TYPE_CHECKING:
 NEW_LAYER = "(new layer)"
 PREVIEW = "cxseg interactive preview"
 
+#: human names of the backends, used when the engine has no ``BACKEND_LABELS``
+FALLBACK_LABELS = {
+    "network": "Click-guided network",
+    "classical": "Intensity (no model)",
+    "vista3d": "VISTA3D bundle (point prompts)",
+}
+#: the order of the methods in the chooser (others follow, sorted)
+METHOD_ORDER = ("network", "classical", "vista3d")
+
+
+def method_choices() -> list[tuple[str, str]]:
+    """``(backend name, human label)`` of the engine's click-to-segment backends, in order."""
+    try:
+        from ..editing import interactive as engine
+
+        names = [str(n) for n in engine.available_backends()]
+        labels = {**FALLBACK_LABELS, **dict(getattr(engine, "BACKEND_LABELS", None) or {})}
+    except Exception:  # the engine failed to import: the widget still opens
+        names, labels = ["classical"], dict(FALLBACK_LABELS)
+    rank = {name: i for i, name in enumerate(METHOD_ORDER)}
+    names = sorted(dict.fromkeys(names), key=lambda n: (rank.get(n, len(rank)), n))
+    return [(n, str(labels.get(n, n))) for n in names]
+
 
 def _run(session: Any, op: tuple) -> tuple[np.ndarray, float]:
-    """Apply one queued operation to the session (worker thread); returns (mask, seconds)."""
+    """Apply one queued operation to the session (worker thread); returns (mask, seconds).
+
+    ``("replay", initial_mask, ops)`` rebuilds the session: reset to ``initial_mask``, then
+    each of ``ops`` in order.
+    """
     t0 = time.perf_counter()
     kind = op[0]
     if kind == "point":
@@ -63,6 +108,10 @@ def _run(session: Any, op: tuple) -> tuple[np.ndarray, float]:
         mask = session.add_box(op[1])
     elif kind == "undo":
         mask = session.undo_last()
+    elif kind == "replay":
+        mask = session.reset(op[1])
+        for sub in op[2]:
+            mask, _ = _run(session, sub)
     else:  # "reset"
         mask = session.reset(op[1])
     return np.asarray(mask), time.perf_counter() - t0
@@ -89,9 +138,13 @@ class InteractiveWidget(QWidget):
         self.viewer = napari_viewer
         self.session = None
         self._session_image = None
+        self._session_spec: tuple | None = None  # (method, options) of the session
         self._queue: list[tuple] = []
         self._worker = None
-        self._prompts: list[dict[str, Any]] = []  # prompt rows in the order they were added
+        # prompt rows in the order they were added: kind, index (row), data, positive
+        self._prompts: list[dict[str, Any]] = []
+        self._initial: np.ndarray | None = None  # the mask the session starts from
+        self._in_sync = True  # the session (with its queue) holds exactly the prompts
         self._syncing = False
         self.points = None
         self.boxes = None
@@ -99,6 +152,32 @@ class InteractiveWidget(QWidget):
 
         self.image_combo = compact_combo()
         self.labels_combo = compact_combo()
+        self.method_combo = compact_combo()
+        self.method_combo.setToolTip("How clicks become a mask")
+        choices = method_choices()
+        for name, label in choices:
+            self.method_combo.addItem(label, name)
+        names = [n for n, _ in choices]
+        default = "network" if "network" in names else "classical"
+        if default in names:
+            self.method_combo.setCurrentIndex(names.index(default))
+        self.bundle_edit = QLineEdit()
+        self.bundle_edit.setPlaceholderText("VISTA3D bundle folder")
+        self.bundle_edit.setToolTip("The folder of a MONAI VISTA3D bundle (configs/, models/)")
+        self.bundle_btn = QPushButton("...")
+        self.bundle_btn.setToolTip("Choose the VISTA3D bundle folder")
+        self.trust_check = QCheckBox("trust bundle code")
+        self.trust_check.setToolTip(
+            "Let the bundle run its own Python code (only for bundles from a source you trust)"
+        )
+        self.bundle_box = QWidget()
+        bundle_form = QFormLayout(self.bundle_box)
+        bundle_form.setContentsMargins(0, 0, 0, 0)
+        bundle_row = QHBoxLayout()
+        bundle_row.addWidget(self.bundle_edit, 1)
+        bundle_row.addWidget(self.bundle_btn)
+        bundle_form.addRow("Bundle", bundle_row)
+        bundle_form.addRow(self.trust_check)
         self.class_spin = QSpinBox()
         self.class_spin.setRange(1, 65535)
         self.class_name = QLabel("")
@@ -117,6 +196,8 @@ class InteractiveWidget(QWidget):
         self.status.setWordWrap(True)
 
         form = QFormLayout()
+        form.addRow("Method", self.method_combo)
+        form.addRow(self.bundle_box)
         form.addRow("Image", self.image_combo)
         form.addRow("Labels", self.labels_combo)
         form.addRow("Class", self.class_spin)
@@ -142,6 +223,11 @@ class InteractiveWidget(QWidget):
         self.existing_btn.clicked.connect(self.start_from_existing)
         self.reset_btn.clicked.connect(self.reset)
         self.negative.toggled.connect(self._on_negative_toggled)
+        self.method_combo.currentIndexChanged.connect(self._on_method_changed)
+        self.bundle_edit.editingFinished.connect(self._on_backend_changed)
+        self.bundle_btn.clicked.connect(self.choose_bundle)
+        self.trust_check.toggled.connect(self._on_backend_changed)
+        self.bundle_box.setVisible(self.method() == "vista3d")
         self.image_combo.currentTextChanged.connect(self._on_image_changed)
         self.labels_combo.currentTextChanged.connect(self._on_labels_changed)
         self.class_spin.valueChanged.connect(self._on_class_changed)
@@ -199,6 +285,96 @@ class InteractiveWidget(QWidget):
         cls = layer_classes(layer).get(cid)
         self.class_name.setText(cls.name if cls else f"class {cid} (new)")
 
+    # ------------------------------------------------------------------ method
+    def method(self) -> str:
+        """The chosen backend's name (``"network"``, ``"classical"``, ``"vista3d"`` ...)."""
+        return str(self.method_combo.currentData() or "classical")
+
+    def method_label(self, name: str | None = None) -> str:
+        """The human name of a backend (the chosen one by default)."""
+        name = self.method() if name is None else name
+        i = self.method_combo.findData(name)
+        return self.method_combo.itemText(i) if i >= 0 else FALLBACK_LABELS.get(name, name)
+
+    def set_method(self, name: str) -> None:
+        """Choose a backend by name (as the Method chooser does).
+
+        Raises
+        ------
+        ValueError
+            When the engine has no such backend.
+        """
+        i = self.method_combo.findData(name)
+        if i < 0:
+            names = [self.method_combo.itemData(k) for k in range(self.method_combo.count())]
+            raise ValueError(f"unknown click-to-segment method {name!r}; available: {names}")
+        self.method_combo.setCurrentIndex(i)
+
+    def backend_options(self) -> dict[str, Any]:
+        """The ``options`` for the chosen backend.
+
+        Raises
+        ------
+        CxsegError
+            For VISTA3D without an existing bundle folder.
+        """
+        if self.method() != "vista3d":
+            return {}
+        folder = self.bundle_edit.text().strip()
+        if not folder:
+            raise CxsegError(
+                "VISTA3D needs its bundle: choose the bundle folder next to 'Bundle' "
+                "(or pick another method)"
+            )
+        path = Path(folder).expanduser()
+        if not path.is_dir():
+            raise CxsegError(f"VISTA3D bundle folder {path} does not exist")
+        return {"bundle_dir": str(path), "trust": self.trust_check.isChecked()}
+
+    def _spec(self) -> tuple:
+        """What a session depends on besides the image: the method and its settings."""
+        if self.method() == "vista3d":
+            return ("vista3d", self.bundle_edit.text().strip(), self.trust_check.isChecked())
+        return (self.method(),)
+
+    def choose_bundle(self) -> None:
+        """Ask for the VISTA3D bundle folder."""
+        folder = QFileDialog.getExistingDirectory(
+            self, "VISTA3D bundle folder", self.bundle_edit.text().strip() or str(Path.home())
+        )
+        if folder:
+            self.bundle_edit.setText(folder)
+            self._on_backend_changed()
+
+    def _on_method_changed(self, index: int = -1) -> None:
+        self.bundle_box.setVisible(self.method() == "vista3d")
+        self._on_backend_changed()
+
+    def _on_backend_changed(self, *args: Any) -> None:
+        """The method or its settings changed: a new session re-runs the prompts."""
+        if self.session is None and self._in_sync:
+            return  # nothing computed yet: the next click uses the new method
+        if self.session is not None and self._spec() == self._session_spec:
+            return  # e.g. the bundle field lost focus unchanged
+        self._queue.clear()
+        self.session = None
+        self._session_spec = None
+        if not self._prompts and self._initial is None:
+            self._in_sync = True
+            self.mask = None
+            remove_layer(self.viewer, PREVIEW)
+            self.status.setText(f"Method: {self.method_label()}. Click on the object.")
+            return
+        self._in_sync = False
+        try:
+            self.backend_options()
+        except CxsegError as exc:  # e.g. VISTA3D chosen, its folder not yet
+            self.mask = None
+            remove_layer(self.viewer, PREVIEW)
+            self.status.setText(f"{exc}. The prompts re-run once it is set.")
+            return
+        self._resync()
+
     # ------------------------------------------------------------------ prompt layers
     def ensure_prompt_layers(self) -> None:
         """Create the prompt layers over the chosen image (once)."""
@@ -209,7 +385,7 @@ class InteractiveWidget(QWidget):
         if pts is not self.points:
             self.points = pts
             pts.events.data.connect(self._on_points_data)
-            click_adds_point(pts, self.negative.isChecked)
+            click_adds_point(pts, self.negative.isChecked, self.pick_3d)
         box = make_box_layer(self.viewer, image)
         if box is not self.boxes:
             self.boxes = box
@@ -224,7 +400,10 @@ class InteractiveWidget(QWidget):
             return
         self.viewer.layers.selection.active = self.points
         self.points.mode = "pan_zoom"
-        self.status.setText("Click on the object; Shift+click marks what is not the object.")
+        where = " (3D: on the voxel the rendering shows)" if self.viewer.dims.ndisplay == 3 else ""
+        self.status.setText(
+            f"Click on the object{where}; Shift+click marks what is not the object."
+        )
 
     def activate_box(self) -> None:
         """Select the box Shapes layer in rectangle mode."""
@@ -241,8 +420,27 @@ class InteractiveWidget(QWidget):
         if self.points is not None:
             self.points.feature_defaults = {"positive": not on}
 
+    def pick_3d(self, event: Any) -> np.ndarray | None:
+        """World coordinates of the image voxel that a 3D-canvas click points at.
+
+        The click's ray is cast through the chosen Image layer
+        (:func:`~napari_cxseg.widgets._prompt_layers.pick_in_image`); ``None`` (and a
+        notification when something failed) when it misses the image.
+        """
+        try:
+            return pick_in_image(self.image_layer(), event)
+        except Exception as exc:
+            self._fail("Click in 3D", exc)
+            return None
+
     def _on_points_data(self, event: Any) -> None:
-        if self._syncing or getattr(event, "action", None) != "added":
+        if self._syncing:
+            return
+        action = getattr(event, "action", None)
+        if action in ("removed", "changed"):
+            self._on_prompts_edited("point", action, getattr(event, "data_indices", ()))
+            return
+        if action != "added":
             return
         pos = np.asarray(self.points.features["positive"], bool)
         colour_points(self.points)
@@ -256,10 +454,100 @@ class InteractiveWidget(QWidget):
             self.points.selected_data = set()
 
     def _on_box_data(self, event: Any) -> None:
-        if self._syncing or getattr(event, "action", None) != "added":
+        if self._syncing:
+            return
+        action = getattr(event, "action", None)
+        if action in ("removed", "changed"):
+            self._on_prompts_edited("box", action, getattr(event, "data_indices", ()))
+            return
+        if action != "added":
             return
         i = len(self.boxes.data) - 1
         self._queue_prompt("box", i, np.asarray(self.boxes.data[i]))
+
+    def _on_prompts_edited(self, kind: str, action: str, indices: Any) -> None:
+        """Prompts deleted or moved by hand: follow the layer, then rebuild the session."""
+        layer = self.points if kind == "point" else self.boxes
+        if layer is None:
+            return
+        records = [r for r in self._prompts if r["kind"] == kind]
+        rows = [np.asarray(d, float) for d in layer.data]
+        gone = sorted({int(i) for i in indices if int(i) >= 0}) if action == "removed" else []
+        if (
+            action == "removed"
+            and gone
+            and len(rows) == len(records) - len([r for r in records if r["index"] in gone])
+        ):  # rows deleted (select + Delete): the others move up
+            for r in records:
+                if r["index"] in gone:
+                    self._prompts.remove(r)
+                else:
+                    r["index"] -= int(np.searchsorted(gone, r["index"]))
+        elif (
+            action == "changed"
+            and len(rows) == len(records)
+            and all(
+                r["index"] < len(rows) and rows[r["index"]].shape == r["data"].shape
+                for r in records
+            )
+        ):  # moved in place
+            moved = [r for r in records if not np.allclose(rows[r["index"]], r["data"])]
+            if not moved:
+                return
+            for r in moved:
+                r["data"] = rows[r["index"]]
+        else:  # the data was replaced: keep the prompts whose rows are still there
+            self._match_rows(kind, records, rows)
+        if kind == "point":
+            self._restore_point_features()
+        self._in_sync = False
+        self._resync()
+
+    def _match_rows(self, kind: str, records: list[dict], rows: list[np.ndarray]) -> None:
+        """Re-link prompt records to layer rows by position; new rows become new prompts."""
+        used: set[int] = set()
+        for r in records:
+            match = next(
+                (
+                    i
+                    for i, row in enumerate(rows)
+                    if i not in used
+                    and row.shape == r["data"].shape
+                    and np.allclose(row, r["data"])
+                ),
+                None,
+            )
+            if match is None:
+                self._prompts.remove(r)
+            else:
+                r["index"] = match
+                used.add(match)
+        positive = np.ones(len(rows), bool)
+        if kind == "point":
+            features = self.points.features
+            if "positive" in features and len(features) == len(rows):
+                positive = np.asarray(features["positive"], bool)
+        for i in sorted(set(range(len(rows))) - used):  # rows that were not prompts yet
+            self._prompts.append(
+                {"kind": kind, "index": i, "data": rows[i], "positive": bool(positive[i])}
+            )
+
+    def _restore_point_features(self) -> None:
+        """Give each prompt row its own sign back (and its colour)."""
+        if self.points is None or self.points not in self.viewer.layers:
+            return
+        n = len(self.points.data)
+        positive = np.ones(n, bool)
+        for r in self._prompts:
+            if r["kind"] == "point" and r["index"] < n:
+                positive[r["index"]] = r["positive"]
+        self._syncing = True
+        try:
+            self.points.features = {"positive": positive}
+            self.points.feature_defaults = {"positive": not self.negative.isChecked()}
+            colour_points(self.points)
+        finally:
+            self._syncing = False
 
     def add_point(self, position: Any, positive: bool = True) -> None:
         """Add a click at data (index) coordinates of the image, as a user click would."""
@@ -287,59 +575,132 @@ class InteractiveWidget(QWidget):
             arr = np.asarray(image.array, float) if image.channel_names is None else None
             if arr is None or arr.ndim not in (2, 3):
                 raise CxsegError(f"'{layer.name}' must be a single-channel 2D or 3D image")
-            self.session = PromptSession(arr, spacing=layer_spacing(layer))
+            backend, options = self.method(), self.backend_options()
+            self.session = PromptSession(
+                arr, spacing=layer_spacing(layer), backend=backend, options=options
+            )
+            self._session_spec = self._spec()
         return self.session
 
     def _queue_prompt(self, kind: str, index: int, data: np.ndarray, positive: bool = True) -> None:
-        record = {"kind": kind, "index": index}
+        record = {
+            "kind": kind,
+            "index": index,
+            "data": np.asarray(data, float).copy(),
+            "positive": bool(positive),
+        }
         self._prompts.append(record)
-        op = (
-            ("point", np.asarray(data, float), positive)
-            if kind == "point"
-            else ("box", np.asarray(data, float))
-        )
-        self._enqueue(op, record)
+        self._enqueue(self._op(record), record)
 
-    def _enqueue(self, op: tuple, record: dict | None = None) -> None:
+    @staticmethod
+    def _op(record: dict[str, Any]) -> tuple:
+        if record["kind"] == "point":
+            return ("point", np.asarray(record["data"], float), bool(record["positive"]))
+        return ("box", np.asarray(record["data"], float))
+
+    def _enqueue(self, op: tuple, record: dict | None = None) -> bool:
+        """Queue one operation on the session (created here); ``False`` when that failed."""
         try:
             self._session()
         except Exception as exc:
             if record is not None:
                 self._remove_prompt(record)
             self._fail("Click-to-segment", exc)
-            return
+            return False
+        if op[0] in ("reset", "replay"):
+            self._in_sync = True
+        elif not self._in_sync:  # the session lost track of the prompts: rebuild it
+            self._resync()
+            return True
         self._queue.append((op, record))
         self._pump()
+        return True
+
+    def _resync(self) -> None:
+        """Rebuild the session from the start mask and the prompts, in their order.
+
+        Queued operations are dropped: the rebuild holds all of them. A negative click that
+        comes before every positive prompt (without a start mask) moves after the first one,
+        since the session cannot segment from negative clicks alone; negative clicks left with
+        no positive prompt at all are removed.
+        """
+        self._queue.clear()
+        if self._initial is None:
+            first = next(
+                (i for i, r in enumerate(self._prompts) if r["kind"] == "box" or r["positive"]),
+                None,
+            )
+            if first is None:
+                for r in list(self._prompts):
+                    self._remove_prompt(r)
+                self._prompts.clear()
+            elif first > 0:
+                self._prompts[: first + 1] = [self._prompts[first], *self._prompts[:first]]
+        if not self._prompts and self._initial is None:
+            if self.session is not None:
+                self._enqueue(("reset", None))
+            else:
+                self._in_sync = True
+            self.mask = None
+            remove_layer(self.viewer, PREVIEW)
+            self.status.setText("No prompt left. Click on the object.")
+            return
+        ops = [self._op(r) for r in self._prompts]
+        self._enqueue(("replay", self._initial, ops))
 
     def _pump(self) -> None:
         if self._worker is not None or not self._queue:
             return
         op, record = self._queue.pop(0)
-        self.status.setText("Segmenting...")
+        session = self.session
+        self.status.setText(f"Segmenting ({self.method_label(session.backend)})...")
 
         def done(result: tuple[np.ndarray, float]) -> None:
+            if session is not self.session:
+                return  # the method or image changed meanwhile: a new session follows
             mask, secs = result
+            if op[0] == "reset" and op[1] is None:
+                self.mask = None
+                remove_layer(self.viewer, PREVIEW)
+                self.updated.emit(op[0], secs)
+                return
             self.mask = mask
             self._show_mask(mask)
-            n = self.session.n_interactions if self.session is not None else 0
+            n = session.n_interactions
             vox = int(mask.sum())
-            self.status.setText(
-                f"{op[0]}: {secs:.2f} s ({n} interaction{'s' * (n != 1)}, {vox} voxels). "
-                "Accept writes it to the class."
-            )
+            label = self.method_label(session.backend)
+            plural = "s" * (n != 1)
+            if op[0] == "replay":
+                k = max(1, len(op[2]))
+                text = (
+                    f"re-ran {len(op[2])} prompt{'s' * (k != 1)} with {label}: {secs:.2f} s, "
+                    f"{secs / k:.2f} s per interaction ({n} interaction{plural}, {vox} voxels)."
+                )
+            else:
+                text = (
+                    f"{op[0]} with {label}: {secs:.2f} s ({n} interaction{plural}, {vox} voxels)."
+                )
+            self.status.setText(f"{text} Accept writes it to the class.")
             self.updated.emit(op[0], secs)
 
         def error(exc: BaseException) -> None:
-            if record is not None:
+            if session is not self.session:
+                return
+            if op[0] == "replay":  # the prompts stay; the next interaction tries again
+                self._in_sync = False
+                self.mask = None
+                remove_layer(self.viewer, PREVIEW)
+            elif record is not None:
                 self._remove_prompt(record)
-            self._fail(f"Click-to-segment on '{self._session_image}'", exc)
+            label = self.method_label(session.backend)
+            self._fail(f"Click-to-segment ({label}) on '{self._session_image}'", exc)
 
         def finished() -> None:
             self._worker = None
             self._pump()
 
         self._worker = start_worker(
-            _run, self.session, op, on_done=done, on_error=error, on_finished=finished
+            _run, session, op, on_done=done, on_error=error, on_finished=finished
         )
 
     @property
@@ -395,7 +756,7 @@ class InteractiveWidget(QWidget):
     # ------------------------------------------------------------------ actions
     def undo_last(self) -> None:
         """Undo the latest interaction (its prompt disappears, the mask goes back)."""
-        if not self._prompts or self.session is None:
+        if not self._prompts:
             self.status.setText("Nothing to undo.")
             return
         self._remove_prompt(self._prompts[-1])
@@ -415,13 +776,18 @@ class InteractiveWidget(QWidget):
         except Exception as exc:
             self._fail("Start from existing mask", exc)
             return
+        self._queue.clear()
         self._clear_prompts()
-        self._enqueue(("reset", initial.copy()))
+        self._initial = initial.copy()
+        if not self._enqueue(("reset", initial.copy())):
+            self._initial = None
 
     def reset(self) -> None:
         """Forget every prompt and the mask."""
         self._queue.clear()
         self._clear_prompts()
+        self._initial = None
+        self._in_sync = True
         if self.session is not None:
             self._enqueue(("reset", None))
         self.mask = None
@@ -442,6 +808,9 @@ class InteractiveWidget(QWidget):
     def _drop_session(self) -> None:
         self._queue.clear()
         self.session = None
+        self._session_spec = None
+        self._initial = None
+        self._in_sync = True
         self.mask = None
         self._clear_prompts()
         remove_layer(self.viewer, PREVIEW)
@@ -488,6 +857,8 @@ class InteractiveWidget(QWidget):
         )
         self._clear_prompts()
         self.session.reset(None)
+        self._initial = None
+        self._in_sync = True
         self.mask = None
         remove_layer(self.viewer, PREVIEW)
         self.accepted.emit(target)
