@@ -160,3 +160,17 @@ def test_agrees_with_monai_bundle_run(bundle_dir, tmp_path):
     d = 2 * inter / ((ours == 1).sum() + (ref == 1).sum())
     print(f"foreground {frac:.3f}, Dice vs monai.bundle run {d:.5f}, identical voxels {(ours == ref).mean():.5f}")
     assert d >= 0.98, f"Dice vs monai.bundle run {d:.4f}"
+
+
+def test_targets_reaching_code_through_reexported_modules_need_trust(tmp_path):
+    """A `_target_` is resolved step by step: a path through MONAI/torch to os.system is code."""
+    from napari_cxseg.models.bundle import find_expressions, is_safe_target
+
+    marker = tmp_path / "ran"
+    evil = {"network_def": {"_target_": "monai.networks.utils.torch.os.system", "command": f"touch {marker}"}}
+    assert find_expressions(evil), "must be reported as code"
+    for name in ("torch.hub.load", "torch.load", "numpy.load", "monai.bundle.ConfigParser", "os.system"):
+        assert not is_safe_target(name), name
+    for name in ("monai.networks.nets.UNet", "monai.transforms.LoadImaged", "torch.nn.Conv2d", "UNet"):
+        assert is_safe_target(name), name
+    assert not marker.exists()

@@ -349,3 +349,14 @@ def test_through_the_click_engine(bundle, ct):
     first = session.add_point((10, 17, 22)).copy()
     session.add_point((3, 30, 5), positive=False)
     np.testing.assert_array_equal(session.undo_last(), first)
+
+
+def test_untrusted_network_def_cannot_reach_os_system(tmp_path):
+    """`monai.networks.utils.torch.os.system` starts with monai.networks. but is not a network."""
+    from napari_cxseg.models.vista3d import is_plain_network_def
+
+    marker = tmp_path / "ran"
+    evil = {"_target_": "monai.networks.utils.torch.os.system", "command": f"touch {marker}"}
+    assert not is_plain_network_def(evil)
+    assert is_plain_network_def({"_target_": "monai.networks.nets.SegResNet", "spatial_dims": 3})
+    assert not marker.exists()

@@ -218,7 +218,7 @@ def test_method_chooser_runs_the_chosen_backend_and_reruns_prompts(
     assert w.bundle_box.isHidden() and not w.trust_check.isChecked()
 
     _interact(qtbot, w, lambda: w.add_point((32, 32)))
-    assert w.session.backend == "network" and calls[-1] == ("network", {})
+    assert w.session.backend == "network" and calls[-1] == ("network", {"modality": "XR"})  # the 2D layer is an X-ray
     assert w.method_label("network") in w.status.text() and " s (1 interaction" in w.status.text()
     assert np.array_equal(w.mask, _ball((64, 64), (32, 32), 5, (1, 1)))
 

@@ -27,7 +27,62 @@ from ..images import CxsegError
 
 CONFIG_NAMES = ("inference.json", "inference.yaml", "inference.yml")
 #: Module prefixes a ``_target_`` may name without counting as code of the bundle's author.
-SAFE_TARGET_PREFIXES = ("monai.", "torch.", "numpy.", "ignite.")
+SAFE_TARGET_PREFIXES = ("monai.", "torch.", "ignite.")
+#: Modules under those prefixes whose classes load or run code (pickles, hubs, compilers, configs).
+UNSAFE_TARGET_MODULES = (
+    "monai.bundle", "torch.hub", "torch.package", "torch.jit", "torch.utils.cpp_extension",
+    "torch.serialization", "torch.multiprocessing", "torch.distributed",
+)
+
+
+def is_safe_target(name: str) -> bool:
+    """Whether a config's ``_target_`` names a plain library class (instantiating it runs no
+    code of the bundle's author).
+
+    The dotted name is resolved the way MONAI resolves it, step by step: every step must be a
+    module under :data:`SAFE_TARGET_PREFIXES` and outside :data:`UNSAFE_TARGET_MODULES`, and the
+    last step a class defined there. So ``monai.networks.utils.torch.os.system`` (a path through
+    re-exported modules to a function) is refused. Names without a dot are MONAI's short names,
+    which MONAI looks up among its own classes only.
+    """
+    import importlib
+    import inspect
+
+    if not isinstance(name, str) or not name:
+        return False
+    if "." not in name:
+        return True
+    parts = name.split(".")
+
+    def safe_module(mod_name: str) -> bool:
+        return mod_name.startswith(SAFE_TARGET_PREFIXES) and not any(
+            mod_name == u or mod_name.startswith(u + ".") for u in UNSAFE_TARGET_MODULES
+        )
+
+    if not safe_module(name.rsplit(".", 1)[0] + "."):
+        return False
+    obj: Any = None
+    i = len(parts)
+    while i > 0:  # the longest importable module prefix
+        mod_name = ".".join(parts[:i])
+        if not safe_module(mod_name + "."):
+            return False
+        try:
+            obj = importlib.import_module(mod_name)
+            break
+        except Exception:
+            i -= 1
+    if obj is None:
+        return False
+    for attr in parts[i:]:
+        if inspect.ismodule(obj) and not safe_module(obj.__name__ + "."):
+            return False
+        obj = getattr(obj, attr, None)
+        if obj is None:
+            return False
+        if inspect.ismodule(obj) and not safe_module(obj.__name__ + "."):
+            return False
+    return inspect.isclass(obj) and safe_module(str(getattr(obj, "__module__", "")) + ".")
 #: Transforms that read or write files; the engine does that itself.
 _IO_TRANSFORMS = ("LoadImage", "LoadImaged", "SaveImage", "SaveImaged")
 
@@ -57,7 +112,8 @@ def read_config(path: str | Path) -> dict[str, Any]:
 
 
 def find_expressions(config: Any, prefix: str = "") -> list[str]:
-    """Where a config holds code: ``$`` expressions and ``_target_`` outside MONAI/torch.
+    """Where a config holds code: ``$`` expressions and ``_target_`` that are not plain
+    MONAI/torch/ignite classes (see :func:`is_safe_target`).
 
     Returns
     -------
@@ -70,7 +126,7 @@ def find_expressions(config: Any, prefix: str = "") -> list[str]:
         if isinstance(val, str):
             if val.startswith("$"):
                 found.append(f"{key}: {val}")
-            elif key.endswith("_target_") and "." in val and not val.startswith(SAFE_TARGET_PREFIXES):
+            elif key.endswith("_target_") and not is_safe_target(val):
                 found.append(f"{key}: {val}")
     return found
 

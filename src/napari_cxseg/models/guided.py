@@ -23,6 +23,7 @@ No Qt or napari import.
 from __future__ import annotations
 
 import threading
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -326,6 +327,9 @@ class GuidedSegmenter:
 
     max_passes = 5
     grow = 1.7
+    #: the source may be at most this many times finer than the working grid before it is
+    #: block-averaged (anti-aliasing): about what the network saw in training
+    source_ratio = {2: 1.0, 3: 2.0}
 
     def sides(self, shape: tuple[int, ...], spacing: np.ndarray) -> tuple[float, float, float]:
         """(first, smallest, largest) working-grid sides in mm for an image."""
@@ -338,6 +342,10 @@ class GuidedSegmenter:
 
         self.spec = load_spec(spec) if isinstance(spec, str) else spec
         self.device = pick_device(device)
+        if self.device.type == "mps" and self.spec.spatial_dims == 3:
+            import torch
+
+            self.device = torch.device("cpu")  # 3D grid_sample is missing on MPS in older torch
         if network is None:
             from .weights import load_state_dict
 
@@ -346,21 +354,52 @@ class GuidedSegmenter:
             network.load_state_dict({k: v.float() for k, v in state.items()})
         self.network = network.to(self.device).eval()
         self.coords = working_coordinates(self.spec.patch, self.device)
-        self._norm_key: tuple | None = None
-        self._norm: Any = None
+        self._norm_src: Any = None  # weak reference to the image the cache was made from
+        self._levels: dict[tuple[int, ...], Any] = {}
         self._lock = threading.Lock()
         self.passes: list[float] = []  # working-grid sides of the last call (diagnostics)
 
     # -- helpers
-    def _normalised(self, image: np.ndarray):
-        import torch
+    def release(self) -> None:
+        """Forget the cached normalised image (and its block averages) unless a call is running."""
+        if self._lock.acquire(blocking=False):
+            try:
+                self._clear()
+            finally:
+                self._lock.release()
 
-        key = (id(image), image.shape, float(image.flat[0]), float(image.flat[-1]))
-        if key != self._norm_key:
+    def _clear(self) -> None:
+        self._norm_src = None
+        self._levels = {}
+
+    def _source(self, image: np.ndarray, spacing: np.ndarray, vox: float):
+        """The normalised image, block-averaged so it is not much finer than ``vox`` mm.
+
+        Returns ``(tensor (C, *shape), spacing, offset_mm)``: block ``i`` of factor ``f`` is
+        centred on source index ``i * f + (f - 1) / 2``, i.e. ``offset_mm`` from ``i * f``.
+        """
+        import torch
+        import torch.nn.functional as F
+
+        src = self._norm_src() if self._norm_src is not None else None
+        if src is not image or () not in self._levels:
+            self._clear()
             arr = normalise(image, self.spec.intensity)
-            self._norm = torch.from_numpy(np.ascontiguousarray(arr)).to(self.device)
-            self._norm_key = key
-        return self._norm
+            self._levels[()] = torch.from_numpy(np.ascontiguousarray(arr)).to(self.device)
+            try:
+                self._norm_src = weakref.ref(image)
+            except TypeError:  # not weak-referenceable: keep no cache
+                self._norm_src = None
+        limit = vox / self.source_ratio[self.spec.spatial_dims]
+        f = tuple(int(2 ** max(0, np.floor(np.log2(max(limit / s, 1.0))))) for s in spacing)
+        base = self._levels[()]
+        if max(f) == 1:
+            return base, spacing, np.zeros(len(f))
+        if f not in self._levels:
+            pool = F.avg_pool3d if len(f) == 3 else F.avg_pool2d
+            self._levels[f] = pool(base[None], kernel_size=f, stride=f, ceil_mode=True)[0]
+        fa = np.asarray(f, float)
+        return self._levels[f], spacing * fa, (fa - 1) / 2 * spacing
 
     def _forward(self, x):
         import torch
@@ -388,8 +427,11 @@ class GuidedSegmenter:
         import torch
 
         spec = self.spec
-        grid = roi_grid(centre_mm, side_mm, spec.patch, spacing, image.shape, device=self.device)
-        chans = list(sample(self._normalised(image), grid))
+        vox = float(side_mm) / max(spec.patch)
+        src, src_sp, offset = self._source(image, spacing, vox)
+        grid = roi_grid(np.asarray(centre_mm) - offset, side_mm, spec.patch, src_sp, tuple(src.shape[1:]),
+                        device=self.device)
+        chans = list(sample(src, grid))
         for pts in (positive, negative):
             w = to_working(np.asarray(pts, float).reshape(-1, image.ndim) * spacing, centre_mm, side_mm, spec.patch)
             chans.append(click_maps(w, spec.patch, spec.guidance_sigma, self.coords))
@@ -399,6 +441,7 @@ class GuidedSegmenter:
         else:
             chans.append(torch.zeros(spec.patch, device=self.device))
         if existing is not None:
+            grid = roi_grid(centre_mm, side_mm, spec.patch, spacing, image.shape, device=self.device)
             chans.append((sample(existing, grid)[0] > 0.5).float())
         else:
             chans.append(torch.zeros(spec.patch, device=self.device))
@@ -458,8 +501,8 @@ class GuidedSegmenter:
         centre = (lo_a + hi_a) / 2
         side = float(np.clip(max(first, 1.3 * float((hi_a - lo_a).max())), small, largest))
         zoomed_in = False
-        self.passes = []
         with self._lock:
+            self.passes = []
             for _ in range(self.max_passes):
                 prob = self.predict_patch(img, centre, side, sp, pos, neg, box, existing_t)
                 self.passes.append(side)
@@ -483,14 +526,17 @@ class GuidedSegmenter:
                     continue
                 if not zoomed_in and not touch.any() and obj_ext * 2.2 < side and side > small * 1.2:
                     zoomed_in = True
-                    side = max(small, obj_ext * 1.8)
+                    # never so small that a prompt falls out of the grid
+                    side = max(small, obj_ext * 1.8, float((hi_a - lo_a).max()) / 0.9)
                     centre = self._keep_inside((obj_lo + obj_hi) / 2, anchors, side)
                     continue
                 break
             mask = self._to_source(prob, centre, side, sp, img.shape)
-        if existing_mask is not None:
-            mask = self._outside_keep(mask, np.asarray(existing_mask, bool), centre, side, sp)
-        return _keep_clicked_components(mask, pos)
+        existing = None if existing_mask is None else np.asarray(existing_mask, bool)
+        mask = _keep_clicked_components(mask, pos, existing)
+        if existing is not None:
+            mask = self._outside_keep(mask, existing, centre, side, sp)
+        return mask
 
     @staticmethod
     def _keep_inside(centre: np.ndarray, anchors: np.ndarray, side: float) -> np.ndarray:
@@ -533,8 +579,11 @@ class GuidedSegmenter:
         return out
 
 
-def _keep_clicked_components(mask: np.ndarray, positive: np.ndarray) -> np.ndarray:
-    """Drop islands that contain no positive click (all of them stay when none is inside)."""
+def _keep_clicked_components(
+    mask: np.ndarray, positive: np.ndarray, existing: np.ndarray | None = None
+) -> np.ndarray:
+    """Drop islands that hold no positive click and do not overlap the mask being refined
+    (all of them stay when no click is inside any)."""
     from scipy import ndimage as ndi
 
     if not mask.any() or not len(positive):
@@ -546,12 +595,21 @@ def _keep_clicked_components(mask: np.ndarray, positive: np.ndarray) -> np.ndarr
     keep = {int(lab[tuple(p)]) for p in idx} - {0}
     if not keep:
         return mask
+    if existing is not None and existing.any():
+        keep |= set(np.unique(lab[existing & mask]).tolist()) - {0}
     return np.isin(lab, sorted(keep))
 
 
 # ---------------------------------------------------------------------- backend
 _SEGMENTERS: dict[tuple[str, str], GuidedSegmenter] = {}
 _CACHE_LOCK = threading.Lock()
+
+
+def release_images() -> None:
+    """Free the normalised images the cached segmenters hold (e.g. when a session ends)."""
+    with _CACHE_LOCK:
+        for seg in _SEGMENTERS.values():
+            seg.release()
 
 
 def get_segmenter(name: str, device: Any = "auto") -> GuidedSegmenter:
@@ -571,6 +629,7 @@ def network_backend(
     roi_margin_mm: float = 30.0,
     net: str | None = None,
     device: str = "auto",
+    modality: str | None = None,
     **_: Any,
 ) -> np.ndarray:
     """Click-to-segment backend ``"network"``: the shipped click network for the image's dims.
@@ -584,9 +643,23 @@ def network_backend(
         Spec name; default ``cxr-clicks`` for 2D images and ``ct-clicks`` for 3D.
     device
         Torch device (``"auto"``: CUDA > MPS > CPU).
+    modality
+        The image's modality when known (``"CT"``, ``"MR"``, ``"DX"`` ...); a network refuses
+        modalities its spec does not list (e.g. ``ct-clicks`` windows HU and cannot read MR).
+
+    Raises
+    ------
+    CxsegError
+        For a modality the network was not trained on, or a dimensionality without a network.
     """
     name = net or DEFAULT_NETS.get(np.ndim(image))
     if name is None:
         raise CxsegError(f"no click network for {np.ndim(image)}D images")
     seg = get_segmenter(name, device)
+    accepted = [str(m).upper() for m in seg.spec.info.get("modality") or []]
+    if modality and accepted and str(modality).upper() not in accepted:
+        raise CxsegError(
+            f"the click network {name} was trained on {'/'.join(accepted)} images, not {modality}: "
+            "choose the 'Intensity (no model)' method for this image"
+        )
     return seg.segment(image, prompts.positive, prompts.negative, prompts.box, spacing, existing_mask)

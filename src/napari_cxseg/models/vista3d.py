@@ -50,6 +50,7 @@ from __future__ import annotations
 import contextlib
 import math
 import sys
+import threading
 import warnings
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
@@ -83,6 +84,7 @@ DOWNLOAD_HINT = (
 )
 
 _CACHE: OrderedDict[tuple, tuple[Any, Vista3DSettings]] = OrderedDict()
+_CACHE_LOCK = threading.RLock()
 
 
 @dataclass(frozen=True)
@@ -289,6 +291,37 @@ def box_footprint(shape: Sequence[int], box: np.ndarray) -> np.ndarray:
 _PLAIN_SPECIAL_KEYS = ("_target_", "_disabled_", "_desc_")
 
 
+def _is_monai_network_class(name: Any) -> bool:
+    """A ``_target_`` that resolves, through modules only, to a ``torch.nn.Module`` class of
+    ``monai.networks`` (no re-exported module such as ``monai.networks.utils.torch.os``)."""
+    import importlib
+
+    import torch
+
+    from .bundle import is_safe_target
+
+    if not isinstance(name, str) or not name.startswith("monai.networks.") or not is_safe_target(name):
+        return False
+    mod_name, _, attr = name.rpartition(".")
+    try:
+        obj = getattr(importlib.import_module(mod_name), attr, None)
+    except Exception:
+        obj = None
+        for i in range(len(name.split(".")) - 1, 0, -1):
+            try:
+                obj = importlib.import_module(".".join(name.split(".")[:i]))
+            except Exception:
+                continue
+            for a in name.split(".")[i:]:
+                obj = getattr(obj, a, None)
+            break
+    return (
+        isinstance(obj, type)
+        and issubclass(obj, torch.nn.Module)
+        and str(obj.__module__).startswith("monai.networks.")
+    )
+
+
 def is_plain_network_def(value: Any) -> bool:
     """Whether a ``network_def`` can be built without running code of the bundle.
 
@@ -304,9 +337,7 @@ def is_plain_network_def(value: Any) -> bool:
             for k, item in v.items():
                 if str(k).startswith("_") and k not in _PLAIN_SPECIAL_KEYS:
                     return False
-                if k == "_target_" and not (
-                    isinstance(item, str) and item.startswith("monai.networks.")
-                ):
+                if k == "_target_" and not _is_monai_network_class(item):
                     return False
                 stack.append(item)
         elif isinstance(v, list):
@@ -485,38 +516,39 @@ def load_vista3d(
     stamp = pt.stat()
     cfg_stamp = cfg_path.stat().st_mtime_ns if cfg_path is not None else 0
     key = (str(bdir), str(dev), bool(trust), stamp.st_mtime_ns, stamp.st_size, cfg_stamp)
-    if key in _CACHE:
-        _CACHE.move_to_end(key)
-        return _CACHE[key]
+    with _CACHE_LOCK:  # two viewers / workers must not load the network twice
+        if key in _CACHE:
+            _CACHE.move_to_end(key)
+            return _CACHE[key]
 
-    settings = _settings_from(raw, meta)
-    state = load_state_dict(pt)
-    if trust and cfg_path is not None:
-        net = _build_trusted(bdir, cfg_path)
-        what = f"network_def of bundle {bdir.name}"
-        if not isinstance(net, torch.nn.Module):
-            raise CxsegError(f"bundle {bdir}: network_def did not give a torch module")
-        load_into(net, state, what=what)
-    else:
-        net, what = _build_untrusted(raw, bdir)
-        if not isinstance(net, torch.nn.Module):
-            raise CxsegError(f"bundle {bdir}: network_def did not give a torch module")
-        # check names and shapes on the meta device first (no memory, no random init) ...
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # "copying ... to a meta parameter"
-            load_into(net, state, what=f"{what} of bundle {bdir.name}")
-        if set(dict(net.named_buffers())) - set(net.state_dict()):
-            # non-persistent buffers are not in the weights: build for real
-            net, _ = _build_untrusted(raw, bdir, device="cpu")
+        settings = _settings_from(raw, meta)
+        state = load_state_dict(pt)
+        if trust and cfg_path is not None:
+            net = _build_trusted(bdir, cfg_path)
+            what = f"network_def of bundle {bdir.name}"
+            if not isinstance(net, torch.nn.Module):
+                raise CxsegError(f"bundle {bdir}: network_def did not give a torch module")
+            load_into(net, state, what=what)
         else:
-            net = net.to_empty(device="cpu")
-        # ... then fill the real tensors
-        load_into(net, state, what=f"{what} of bundle {bdir.name}")
-    del state
-    net = net.to(dev).eval()
-    _CACHE[key] = (net, settings)
-    while len(_CACHE) > CACHE_SIZE:
-        _CACHE.popitem(last=False)
+            net, what = _build_untrusted(raw, bdir)
+            if not isinstance(net, torch.nn.Module):
+                raise CxsegError(f"bundle {bdir}: network_def did not give a torch module")
+            # check names and shapes on the meta device first (no memory, no random init) ...
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # "copying ... to a meta parameter"
+                load_into(net, state, what=f"{what} of bundle {bdir.name}")
+            if set(dict(net.named_buffers())) - set(net.state_dict()):
+                # non-persistent buffers are not in the weights: build for real
+                net, _ = _build_untrusted(raw, bdir, device="cpu")
+            else:
+                net = net.to_empty(device="cpu")
+            # ... then fill the real tensors
+            load_into(net, state, what=f"{what} of bundle {bdir.name}")
+        del state
+        net = net.to(dev).eval()
+        _CACHE[key] = (net, settings)
+        while len(_CACHE) > CACHE_SIZE:
+            _CACHE.popitem(last=False)
     return net, settings
 
 

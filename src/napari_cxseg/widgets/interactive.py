@@ -572,10 +572,12 @@ class InteractiveWidget(QWidget):
 
             layer = self.image_layer()
             image = image_from_layer(self.viewer, layer)
-            arr = np.asarray(image.array, float) if image.channel_names is None else None
+            arr = np.asarray(image.array, np.float32) if image.channel_names is None else None
             if arr is None or arr.ndim not in (2, 3):
                 raise CxsegError(f"'{layer.name}' must be a single-channel 2D or 3D image")
             backend, options = self.method(), self.backend_options()
+            if backend == "network" and image.modality:
+                options = {**options, "modality": image.modality}  # the network refuses others
             self.session = PromptSession(
                 arr, spacing=layer_spacing(layer), backend=backend, options=options
             )
@@ -807,6 +809,10 @@ class InteractiveWidget(QWidget):
 
     def _drop_session(self) -> None:
         self._queue.clear()
+        if self.session is not None and self.session.backend == "network":
+            from ..models.guided import release_images
+
+            release_images()
         self.session = None
         self._session_spec = None
         self._initial = None
