@@ -33,3 +33,5 @@ def test_headless_demo_segments_samples(tmp_path, monkeypatch):
     np.testing.assert_array_equal(seg.affine, src.affine)
     for shot in summary["screenshots"]:
         assert PILImage.open(shot).size[0] > 100
+    clicks = {(c["sample"], c["object"]): c["dice_per_click"] for c in summary["click_to_segment"]}
+    assert max(clicks[("chest_xray", "right lung")]) > 0.8 and max(clicks[("chest_ct", "heart")]) > 0.75
