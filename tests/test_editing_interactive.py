@@ -292,3 +292,17 @@ def test_one_click_on_the_sample_ct(sample_ct, organ, floor):
     click = tuple(int(v) for v in np.unravel_index(np.argmax(dt), truth.shape))
     mask = segment_from_prompts(image, [click], spacing=spacing)
     assert dice(mask, truth) >= floor
+
+
+def test_negative_clicks_in_one_homogeneous_tissue_keep_the_positive_side():
+    """Negative clicks inside the same tissue as the positive click (no edge between them) must
+    remove only what lies nearer to them, not flood the whole object (it used to vanish)."""
+    rng = np.random.default_rng(3)
+    img = rng.normal(0.0, 5.0, (40, 60, 60))
+    img[5:35, 5:55, 5:55] += 100.0
+    pos = [[20, 15, 15]]
+    neg = [[20, 45, 45], [20, 45, 30]]
+    m = segment_from_prompts(img, pos, neg, spacing=(1.0, 1.0, 1.0))
+    assert m[20, 15, 15]
+    assert m[5:35, 5:55, 5:55].mean() > 0.2
+    assert not m[20, 45, 45] and not m[20, 45, 30]

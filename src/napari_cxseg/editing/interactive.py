@@ -578,10 +578,19 @@ def _grow_region(
     if len(neg) and region.any():
         markers = np.zeros(work.shape, np.int32)
         markers[neg_seed] = 2
-        markers[starts] = 1
+        # a ball of the region around each positive click, not one voxel: a single voxel on a
+        # small high-gradient spot gets enclosed by the negatives' flood
+        pos_ball = (_ball_mask(work.shape, pos, opt.seed_radius_mm, wsp) & region & ~neg_seed
+                    if len(pos) else np.zeros(work.shape, bool))
+        markers[starts | pos_ball] = 1
         grad = ndi.gaussian_gradient_magnitude(work, sigma=0.5 * wsp.min() / wsp)
         split = watershed(grad, markers=markers, mask=region | neg_seed)
-        region = (split == 1) & region
+        kept = (split == 1) & region
+        if len(pos) and kept.sum() < 0.05 * region.sum():
+            # no edge between them (one homogeneous tissue): the flood from the negatives took
+            # (almost) everything; remove only what is nearer to a negative than to a positive
+            kept = region & ((split == 1) | ~_carve_zone(work.shape, neg, pos, wsp, opt.carve_radius_mm))
+        region = kept
     if ranges:
         lo = min([r[0] for r in ranges] + [r[0] for r in ranges_out])
         hi = max([r[1] for r in ranges] + [r[1] for r in ranges_out])
