@@ -56,7 +56,8 @@ class Predictor:
     device
         ``"auto"`` (CUDA > MPS > CPU), ``"cpu"``, ``"cuda"``, ``"mps"`` or a ``torch.device``.
     trust
-        Allow running bundle configs that contain code (``$`` expressions).
+        Allow running code from the model's files: bundle configs that hold code and
+        TorchScript weights (see :mod:`napari_cxseg.models.trust`).
     network
         A ready ``torch.nn.Module`` to use instead of building the card's network and loading
         its weights (tests, training loops that evaluate the model they are training).
@@ -102,7 +103,7 @@ class Predictor:
         if self._network is None:
             from .models.networks import load_network
 
-            self._network = load_network(self.card)
+            self._network = load_network(self.card, trust=self.trust)
         self._network = self._network.to(self.device).eval()
         return self._network
 
