@@ -6,7 +6,8 @@
 1. check modality, dimensionality and channels against the card;
 2. move the image into model space with MONAI dictionary transforms - volumes: a channel-first
    MetaTensor in (x, y, z) with its index->RAS affine, then ``Orientationd`` + ``Spacingd`` +
-   intensity; radiographs: intensity, optional square padding, ``Resized`` to the card size;
+   intensity; radiographs: intensity, ``Resized`` to the card size (aspect kept by padding with
+   ``input.fit: pad``), all in :mod:`napari_cxseg.model_space`, which the Trainer shares;
 3. sliding-window inference (MONAI's window slicing and Gaussian importance map), one window
    batch at a time so progress is reported and a cancel request is honoured between batches;
 4. activation (softmax or sigmoid) and ``Invertd`` of the *probabilities* back to the source
@@ -29,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from .geometry import ras_from_world_affine
 from .images import CxsegError, Image, LabelMap
+from .model_space import input_array, preprocess, select_channels, to_metatensor
 from .models.cards import ModelCard, find_card
 
 ProgressFn = Callable[[int, int], None]
@@ -38,7 +39,6 @@ CancelFn = Callable[[], bool]
 
 #: Stitched outputs above this many values (channels x voxels) are kept on the CPU.
 CPU_STITCH_THRESHOLD = 2**27
-_RGB_NAMES = ({"r", "g", "b"}, {"red", "green", "blue"}, {"r", "g", "b", "a"}, {"red", "green", "blue", "alpha"})
 
 
 class Cancelled(Exception):
@@ -159,7 +159,7 @@ class Predictor:
                 labels = self._to_labels(probs_or_labels, discrete_ok=True)
         else:
             with torch.inference_mode():
-                data, compose = self._preprocess(image, chans)
+                data, compose = preprocess(self.card, image, chans)
             win = card.inference
             logits = yield from self._sliding_window(
                 data["image"][None], win.roi_size, win.overlap, win.sw_batch_size, win.mode, cancel=cancel
@@ -199,94 +199,7 @@ class Predictor:
 
     def _channels(self, image: Image) -> list[int] | str | None:
         """Which image channels feed the network, in the card's order (``"rgb"``: average)."""
-        card = self.card
-        want = card.input.channels
-        src = image.meta.get("source_path") or "the image"
-        names = image.channel_names
-        if not names:
-            if len(want) != 1:
-                raise CxsegError(
-                    f"model {card.name} expects {len(want)} channels ({', '.join(want)}); {src} has 1"
-                )
-            return None
-        low = [str(n).strip().lower() for n in names]
-        if len(want) == 1 and card.spatial_dims == 2 and (set(low) in _RGB_NAMES or len(names) in (3, 4)) \
-                and want[0].lower() not in low:
-            return "rgb"
-        pos = []
-        for w in want:
-            if w.strip().lower() in low:
-                pos.append(low.index(w.strip().lower()))
-        if len(pos) == len(want):
-            return pos
-        if len(names) == len(want) and all(_generic_channel_name(n) for n in low):
-            return list(range(len(want)))  # unnamed channels (c0, c1 ...) are taken in the card's order
-        raise CxsegError(
-            f"model {card.name} expects {len(want)} channels ({', '.join(want)}); {src} has "
-            f"{len(names)} ({', '.join(map(str, names))})"
-        )
-
-    # ------------------------------------------------------------------ preprocessing
-    def _input_array(self, image: Image, chans: list[int] | str | None) -> np.ndarray:
-        arr = np.asarray(image.array)
-        if chans is None:
-            arr = arr[None]
-        elif chans == "rgb":
-            arr = arr[:3].astype(np.float32).mean(axis=0, keepdims=True)
-        else:
-            arr = arr[list(chans)]
-        return arr.astype(np.float32, copy=False)
-
-    def _metatensor(self, image: Image, chans: list[int] | str | None, transpose_2d: bool = False) -> Any:
-        """Channel-first MetaTensor: volumes in (x, y, z) order with their index->RAS affine."""
-        import torch
-        from monai.data import MetaTensor
-
-        arr = self._input_array(image, chans)
-        nd = image.geometry.ndim
-        meta = {
-            "filename_or_obj": str(image.meta.get("source_path") or "image"),
-            "original_channel_dim": 0,
-            "space": "RAS",
-        }
-        if nd == 3:
-            perm = np.eye(4)[[2, 1, 0, 3]]  # index (x, y, z) -> held index (z, y, x)
-            affine = ras_from_world_affine(image.geometry.affine) @ perm
-            arr = arr.transpose(0, 3, 2, 1)
-        else:
-            affine = np.eye(4)
-            if transpose_2d:  # MONAI's image readers give 2D files as (x, y)
-                arr = arr.transpose(0, 2, 1)
-        meta["original_affine"] = affine.copy()
-        meta["spatial_shape"] = np.asarray(arr.shape[1:])
-        return MetaTensor(torch.from_numpy(np.ascontiguousarray(arr)), affine=torch.as_tensor(affine), meta=meta)
-
-    def _preprocess(self, image: Image, chans: list[int] | str | None) -> tuple[dict[str, Any], Any]:
-        from monai.transforms import Compose, Orientationd, Resized, Spacingd, SpatialPadd
-
-        card = self.card
-        x = self._metatensor(image, chans)
-        steps: list[Any] = []
-        if card.spatial_dims == 3:
-            steps.append(Orientationd(keys="image", axcodes=card.input.orientation,
-                                      labels=(("L", "R"), ("P", "A"), ("I", "S"))))
-            if card.input.spacing is not None:
-                steps.append(Spacingd(keys="image", pixdim=card.input.spacing, mode="bilinear"))
-            steps += intensity_transforms(card.input.intensity)
-        else:
-            # intensity first (not invertible), then the invertible pad/resize the result undoes
-            x = Compose(intensity_transforms(card.input.intensity))({"image": x})["image"]
-            if card.input.size is not None:
-                if card.input.fit == "pad":
-                    side = max(x.shape[1:])
-                    # pad with the darkest value so the border reads as background
-                    steps.append(SpatialPadd(keys="image", spatial_size=(side, side), method="symmetric",
-                                             mode="constant", value=float(x.min())))
-                steps.append(Resized(keys="image", spatial_size=tuple(card.input.size), mode="bilinear",
-                                     anti_aliasing=True))
-        compose = Compose(steps)
-        data = compose({"image": x})
-        return data, compose
+        return select_channels(self.card, image)
 
     # ------------------------------------------------------------------ sliding window
     def _sliding_window(
@@ -432,7 +345,7 @@ class Predictor:
 
         bundle = self._bundle.load()
         with torch.inference_mode():
-            data = bundle.preprocess(self._metatensor(image, chans, transpose_2d=True))
+            data = bundle.preprocess(to_metatensor(input_array(image, chans), image, transpose_2d=True))
         xm = data[bundle.image_key]
         ws = bundle.window_settings()
         if ws is None:
@@ -473,30 +386,6 @@ class Predictor:
                 "name": f"{image.meta.get('name') or 'image'} [{self.card.name}]",
             },
         )
-
-
-def intensity_transforms(spec: dict[str, Any], keys: str = "image") -> list[Any]:
-    """MONAI dictionary transforms for a card's ``input.intensity``."""
-    from monai.transforms import (
-        NormalizeIntensityd,
-        ScaleIntensityd,
-        ScaleIntensityRanged,
-        ScaleIntensityRangePercentilesd,
-    )
-
-    t = spec.get("type", "none")
-    if t == "window":
-        return [ScaleIntensityRanged(keys=keys, a_min=spec["a_min"], a_max=spec["a_max"], b_min=spec["b_min"],
-                                     b_max=spec["b_max"], clip=spec["clip"])]
-    if t == "percentiles":
-        return [ScaleIntensityRangePercentilesd(keys=keys, lower=spec["lower"], upper=spec["upper"],
-                                                b_min=spec["b_min"], b_max=spec["b_max"], clip=spec["clip"],
-                                                channel_wise=True)]
-    if t == "zscore":
-        return [NormalizeIntensityd(keys=keys, nonzero=spec["nonzero"], channel_wise=True)]
-    if t == "minmax":
-        return [ScaleIntensityd(keys=keys, minv=spec["b_min"], maxv=spec["b_max"], channel_wise=True)]
-    return []
 
 
 def combine_masks(masks: np.ndarray, label_map: dict[int, int], overlap: str = "smallest",
@@ -547,12 +436,6 @@ def largest_components(labels: np.ndarray, class_ids: list[int]) -> np.ndarray:
     t = torch.as_tensor(labels.astype(np.int64))[None]
     kept = KeepLargestConnectedComponent(applied_labels=present, is_onehot=False, independent=True)(t)
     return np.asarray(kept[0]).astype(labels.dtype)
-
-
-def _generic_channel_name(name: str) -> bool:
-    """True for reader-made names such as ``c0``, ``0``, ``channel 1``."""
-    n = name.replace("channel", "").replace("ch", "").replace("c", "").strip(" _-")
-    return n.isdigit()
 
 
 def _label_dtype(card: ModelCard) -> type:

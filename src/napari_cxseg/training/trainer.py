@@ -1,244 +1,451 @@
-"""Supervised training of a card's MONAI network on in-memory data.
+"""The one Trainer: a card's MONAI network trained on labelled cases, exported as a MONAI bundle.
 
-:func:`train_segmentation` is the one training loop of the package (the demo models and the
-fine-tuning of corrected cases use it): DiceCE loss, Adam, MONAI ``DiceMetric`` on validation
-(sliding-window inference with the card's window), the best state dict kept and saved with
-``torch.save(state_dict)`` so that the Predictor loads it with ``weights_only=True``.
+The CLI (``napari-cxseg train``), the scripts that make the shipped models and the viewer use
+:class:`Trainer`. It trains on exactly what the :class:`~napari_cxseg.inference.Predictor` runs
+on (the card's own preprocessing, :func:`napari_cxseg.model_space.preprocess`, cached once per
+case with MONAI's ``CacheDataset``), augments in model space (:mod:`.augment`), optimises
+Dice + cross-entropy (MONAI ``DiceCELoss``; sigmoid cards: Dice + BCE per structure) with
+AdamW and a warm-up + cosine schedule, validates with the product's Predictor on the cases'
+own grids, keeps the best weights, and writes a checkpoint after every epoch so that a run
+resumes where it stopped (:meth:`Trainer.fit` with ``resume=True``). Each epoch re-seeds torch
+and every random transform from ``(seed, epoch)``, so a resumed run repeats the uninterrupted
+one. On CUDA it uses autocast (bf16 where supported) and cudnn benchmark.
 """
 
 from __future__ import annotations
 
-import copy
+import json
+import math
+import os
+import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..images import CxsegError
 from ..models.cards import ModelCard
+from .sources import Case
+
+EpochFn = Callable[[dict[str, Any]], None]
+CancelFn = Callable[[], bool]
+
+
+class TrainingCancelled(Exception):
+    """Raised by :meth:`Trainer.fit` when ``cancel()`` returned True (the last epoch's checkpoint stays)."""
+
+
+@dataclass
+class TrainConfig:
+    """Settings of a training run (saved in the checkpoint and the bundle docs).
+
+    Parameters
+    ----------
+    epochs
+        Passes over the training cases (the schedule spans them even when a time budget stops early).
+    batch_size
+        Samples per step (3D: patches; each volume gives ``patches_per_volume``).
+    lr, weight_decay
+        AdamW settings; the learning rate warms up over ``warmup_epochs`` and decays by cosine.
+    patch
+        3D patch size in model voxels (default: the card's ``inference.roi_size``).
+    patches_per_volume
+        3D patches drawn from a volume per visit.
+    val_every
+        Validate every this many epochs (and after the last).
+    seed
+        Seeds weights, sampling and augmentation.
+    device
+        ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+    num_workers
+        DataLoader workers (also used to fill the cache).
+    amp
+        Mixed precision on CUDA.
+    augment, augment_strength
+        Augmentation on/off and the scale of its geometric ranges.
+    max_minutes
+        Stop after the epoch that crosses this wall time (resume continues).
+    threads
+        torch CPU threads (None: torch's default).
+    """
+
+    epochs: int = 40
+    batch_size: int = 8
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: int = 1
+    patch: tuple[int, ...] | None = None
+    patches_per_volume: int = 2
+    val_every: int = 1
+    seed: int = 0
+    device: str = "auto"
+    num_workers: int = 0
+    amp: bool = True
+    augment: bool = True
+    augment_strength: float = 1.0
+    max_minutes: float | None = None
+    threads: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form (JSON, checkpoints)."""
+        d = asdict(self)
+        d["patch"] = list(self.patch) if self.patch else None
+        return d
 
 
 @dataclass
 class TrainResult:
-    """What a training run produced.
+    """What a run produced.
 
     Parameters
     ----------
     best_dice
-        Best mean validation Dice (foreground classes).
+        Best mean validation Dice over classes and cases.
     best_epoch
-        Epoch (1-based) of the best state.
+        Epoch (1-based) of the best weights.
     per_class
-        Validation Dice per class id at the best epoch.
+        ``{class name: Dice}`` at the best epoch.
+    per_source
+        ``{source: {class name: Dice}}`` at the best epoch.
     history
-        One dict per epoch (``epoch``, ``loss``, ``dice``, ``seconds``).
+        One record per epoch (``epoch``, ``loss``, ``lr``, ``seconds``, ``dice`` when validated).
     weights
-        Where the best state dict was saved (``None`` when not saved).
-    state_dict
-        The best state dict (CPU tensors).
+        The best weights (state dict file, ``weights_only`` loadable).
+    stopped
+        Why the run ended: ``done``, ``time budget``.
     """
 
     best_dice: float
     best_epoch: int
-    per_class: dict[int, float]
-    history: list[dict[str, float]] = field(default_factory=list)
+    per_class: dict[str, float] = field(default_factory=dict)
+    per_source: dict[str, dict[str, float]] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
     weights: Path | None = None
-    state_dict: dict[str, Any] | None = None
+    stopped: str = "done"
+    per_case: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
-def build_network(card: ModelCard):
-    """The card's ``monai.networks.nets`` network (randomly initialised)."""
-    from monai.networks import nets
-
-    if card.network is None:
-        raise ValueError(f"card {card.name} has no network to train (a bundle card?)")
-    return getattr(nets, card.network.name)(**card.network.args)
-
-
-def _as_dataset(items: Any):
-    """A torch dataset from a dataset object or a list of ``(image, label)`` pairs."""
-    from .datasets import PairDataset
-
-    if hasattr(items, "__getitem__") and hasattr(items, "__len__") and not isinstance(items, list | tuple):
-        return items
-    return PairDataset(items)
-
-
-def evaluate(
-    network: Any,
-    card: ModelCard,
-    items: Sequence[tuple[np.ndarray, np.ndarray]] | Any,
-    device: str = "cpu",
-) -> dict[int, float]:
-    """Mean Dice per class of ``network`` on ``(image, label)`` pairs (model-space tensors).
+class Trainer:
+    """Train a card's network on labelled cases.
 
     Parameters
     ----------
-    network
-        The network (put in eval mode here).
     card
-        Gives the classes, the sliding window and the activation.
-    items
-        Pairs of channel-first image and ``(1, ...)`` label arrays, or a dataset of dicts.
-    device
-        Torch device.
-
-    Returns
-    -------
-    dict
-        ``{class id: Dice}`` over all items (MONAI ``DiceMetric``, mean over images, empty
-        reference and prediction counted as 1).
+        The model card (network, preprocessing, classes, output activation).
+    train_cases, val_cases
+        Cases from :func:`~napari_cxseg.training.sources.find_cases` /
+        :func:`~napari_cxseg.training.sources.split_cases`; cases whose masks lack a class of
+        the card are left out (and reported).
+    out_dir
+        Where the run writes (``train/last.pt``, ``train/best.pt``, ``train/history.json``,
+        ``train/training_curve.png``). Nothing is written elsewhere.
+    config
+        :class:`TrainConfig`.
+    init
+        Start from these weights: a state dict, a weights file, or a card / bundle whose
+        network has the same architecture (fine-tuning); keys whose shapes differ (a new
+        output layer) keep their fresh initialisation.
+    progress
+        Show a progress bar on stderr.
     """
-    import torch
-    from monai.inferers import sliding_window_inference
-    from monai.metrics import DiceMetric
-    from monai.networks.utils import one_hot
 
-    ds = _as_dataset(items)
-    n_out = int(card.network.args.get("out_channels", len(card.classes) + 1))
-    metric = DiceMetric(include_background=False, reduction="mean_batch", ignore_empty=False)
-    inf = card.inference
-    network.eval()
-    with torch.no_grad():
-        for i in range(len(ds)):
-            d = ds[i]
-            x = torch.as_tensor(d["image"]).float()[None].to(device)
-            y = torch.as_tensor(d["label"]).long()[None].to(device)
-            if inf is not None:
-                logits = sliding_window_inference(
-                    x, tuple(inf.roi_size), inf.sw_batch_size, network, overlap=inf.overlap, mode=inf.mode
-                )
+    def __init__(self, card: ModelCard, train_cases: Sequence[Case], val_cases: Sequence[Case],
+                 out_dir: str | Path, config: TrainConfig | None = None, init: Any = None,
+                 progress: bool = True) -> None:
+        from .targets import covers
+
+        if card.network is None:
+            raise CxsegError(f"model {card.name}: the card names no network to train (a bundle card?); "
+                             "train from a card with a 'network' section")
+        self.card = card
+        self.config = config or TrainConfig()
+        self.out_dir = Path(out_dir)
+        self.init = init
+        self.progress = progress
+        names = {cid: c.name for cid, c in card.classes.items()}
+        self.class_names = names
+        self.train_cases = [c for c in train_cases if covers(names, c)]
+        self.val_cases = [c for c in val_cases if covers(names, c)]
+        self.skipped = [c.key for c in (*train_cases, *val_cases) if not covers(names, c)]
+        if not self.train_cases:
+            raise CxsegError(f"no training case has masks for every class of {card.name} "
+                             f"({', '.join(names.values())})")
+        self.multi_label = card.output.activation == "sigmoid"
+        self._val_cache: dict[str, tuple[Any, np.ndarray]] = {}
+
+    # ------------------------------------------------------------------ paths
+    @property
+    def train_dir(self) -> Path:
+        """``<out_dir>/train``: checkpoints, history and the curve."""
+        return self.out_dir / "train"
+
+    @property
+    def last_checkpoint(self) -> Path:
+        """The checkpoint written after every epoch (resume)."""
+        return self.train_dir / "last.pt"
+
+    @property
+    def best_weights(self) -> Path:
+        """The best weights so far (a plain state dict)."""
+        return self.train_dir / "best.pt"
+
+    # ------------------------------------------------------------------ pieces
+    def build(self) -> Any:
+        """The card's network, initialised from ``init`` when given."""
+        from ..models.networks import build_network
+
+        net = build_network(self.card)
+        if self.init is not None:
+            init_weights(net, self.init)
+        return net
+
+    def _dataset(self) -> Any:
+        from monai.data import CacheDataset
+        from monai.transforms import Compose
+
+        from .augment import radiograph_augmentation, volume_augmentation
+        from .loading import LoadCased
+
+        cfg = self.config
+        steps: list[Any] = [LoadCased(self.card, self.class_names, self.multi_label)]
+        if self.card.spatial_dims == 3:
+            patch = cfg.patch or tuple(self.card.inference.roi_size)
+            steps.append(volume_augmentation(patch, len(self.class_names) + 1, cfg.seed, samples=cfg.patches_per_volume,
+                                             multi_label=self.multi_label))
+        elif cfg.augment:
+            steps.append(radiograph_augmentation(cfg.seed, strength=cfg.augment_strength))
+        data = [{"case": c} for c in self.train_cases]
+        return CacheDataset(data, Compose(steps), cache_rate=1.0, num_workers=max(1, cfg.num_workers) or None,
+                            progress=self.progress)
+
+    def loss_function(self) -> Any:
+        """Dice + cross-entropy (softmax cards) or Dice + BCE per structure (sigmoid cards)."""
+        from monai.losses import DiceCELoss
+
+        if self.multi_label:
+            return DiceCELoss(sigmoid=True)
+        return DiceCELoss(to_onehot_y=True, softmax=True)
+
+    # ------------------------------------------------------------------ validation
+    def validate(self, network: Any, device: Any = "cpu", cases: Sequence[Case] | None = None) -> dict[str, Any]:
+        """Dice per class, per source and per case with the product's Predictor on the cases' grids.
+
+        Sigmoid cards are compared on the displayed label map (overlaps resolved by the card's
+        rule, the reference resolved the same way).
+        """
+        from ..inference import Predictor
+        from .evaluation import dice_per_class
+
+        pred = Predictor(self.card, device=device, network=network)
+        per_case: dict[str, dict[str, float]] = {}
+        by_source: dict[str, list[dict[str, float]]] = {}
+        for case in cases if cases is not None else self.val_cases:
+            image, ref = self._val_item(case)
+            labels = pred.predict(image).array
+            d = dice_per_class(labels, ref, self.class_names)
+            per_case[case.key] = d
+            by_source.setdefault(case.source, []).append(d)
+        network.train()
+
+        def mean(rows: list[dict[str, float]]) -> dict[str, float]:
+            return {n: float(np.mean([r[n] for r in rows])) for n in self.class_names.values()} if rows else {}
+
+        per_class = mean(list(per_case.values()))
+        return {
+            "dice": float(np.mean(list(per_class.values()))) if per_class else float("nan"),
+            "per_class": per_class,
+            "per_source": {s: mean(rows) for s, rows in by_source.items()},
+            "per_case": per_case,
+        }
+
+    def _val_item(self, case: Case) -> tuple[Any, np.ndarray]:
+        if case.key not in self._val_cache:
+            from ..inference import combine_masks
+            from ..io import read
+            from .loading import channel_of_class
+            from .targets import build_target
+
+            image = read(case.image, **case.options)[0]
+            target = build_target(self.class_names, case, image, self.multi_label, channel_of_class(self.card))
+            if self.multi_label:
+                k = target.shape[0]
+                lm = self.card.channel_label_map(k)
+                ref = combine_masks(target.astype(bool), lm, self.card.output.overlap, self.card.output.priority)
             else:
-                logits = network(x)
-            pred = torch.argmax(logits, dim=1, keepdim=True)
-            metric(one_hot(pred, n_out), one_hot(y, n_out))
-    vals = metric.aggregate().cpu().numpy()
-    metric.reset()
-    return {c: float(vals[c - 1]) for c in range(1, n_out)}
+                ref = target[0]
+            self._val_cache[case.key] = (image, ref.astype(np.int32))
+        return self._val_cache[case.key]
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self, resume: bool = False, on_epoch: EpochFn | None = None, cancel: CancelFn | None = None) -> TrainResult:
+        """Train; return the best validation figures and where the best weights are.
+
+        Parameters
+        ----------
+        resume
+            Continue from ``train/last.pt`` when it exists (same card and settings).
+        on_epoch
+            Called with each epoch's record (the viewer's live plot).
+        cancel
+            Polled between steps; True stops the run (:class:`TrainingCancelled`), keeping the
+            checkpoint of the last finished epoch.
+        """
+        import torch
+        from monai.data import DataLoader
+
+        from ..device import pick_device
+        from .checkpoint import load_checkpoint, save_checkpoint
+        from .curves import plot_history
+
+        cfg = self.config
+        if cfg.threads:
+            torch.set_num_threads(int(cfg.threads))
+        device = pick_device(cfg.device)
+        cuda = device.type == "cuda"
+        if cuda:
+            torch.backends.cudnn.benchmark = True
+        torch.manual_seed(cfg.seed)
+        net = self.build().to(device)
+        opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: _lr_factor(e, cfg.epochs, cfg.warmup_epochs))
+        amp_dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float16
+        scaler = torch.amp.GradScaler("cuda", enabled=cuda and cfg.amp and amp_dtype == torch.float16)
+        state = {"epoch": 0, "history": [], "best": -1.0, "best_epoch": 0, "best_eval": {}}
+        if resume and self.last_checkpoint.is_file():
+            state = load_checkpoint(self.last_checkpoint, net, opt, sched, scaler, self.card, cfg)
+        ds = self._dataset()
+        loss_fn = self.loss_function()
+        self.train_dir.mkdir(parents=True, exist_ok=True)
+        t_start = time.time()
+        stopped = "done"
+        bar = _bar(cfg.epochs, state["epoch"], self.progress)
+        for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
+            torch.manual_seed(cfg.seed * 7919 + epoch)
+            if hasattr(ds.transform, "set_random_state"):
+                ds.transform.set_random_state(seed=(cfg.seed * 7919 + epoch) % (2**32))
+            gen = torch.Generator()
+            gen.manual_seed(cfg.seed * 7919 + epoch)
+            loader = DataLoader(ds, batch_size=cfg.batch_size, shuffle=True, num_workers=cfg.num_workers,
+                                generator=gen, drop_last=len(ds) * max(1, cfg.patches_per_volume) > cfg.batch_size)
+            net.train()
+            t0 = time.time()
+            losses = []
+            for batch in loader:
+                if cancel is not None and cancel():
+                    raise TrainingCancelled(f"training of {self.card.name} cancelled in epoch {epoch}; "
+                                            f"resume continues from epoch {epoch - 1}")
+                x = batch["image"].as_tensor().float().to(device) if hasattr(batch["image"], "as_tensor") \
+                    else batch["image"].float().to(device)
+                y = torch.as_tensor(batch["label"]).to(device)
+                y = y.float() if self.multi_label else y.long()
+                opt.zero_grad(set_to_none=True)
+                with torch.autocast("cuda", dtype=amp_dtype, enabled=cuda and cfg.amp):
+                    loss = loss_fn(net(x), y)
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+                losses.append(float(loss.detach()))
+            sched.step()
+            rec: dict[str, Any] = {"epoch": epoch, "loss": float(np.mean(losses)) if losses else float("nan"),
+                                   "lr": float(opt.param_groups[0]["lr"])}
+            over = cfg.max_minutes is not None and time.time() - t_start > 60 * cfg.max_minutes
+            last = epoch == cfg.epochs or over
+            if self.val_cases and (epoch % cfg.val_every == 0 or last):
+                ev = self.validate(net, device)
+                rec["dice"] = ev["dice"]
+                rec["dice_per_class"] = ev["per_class"]
+                if ev["dice"] > state["best"]:
+                    state.update(best=ev["dice"], best_epoch=epoch, best_eval=ev)
+                    _save_state_dict(net, self.best_weights)
+            elif not self.val_cases:
+                _save_state_dict(net, self.best_weights)
+                state.update(best_epoch=epoch)
+            rec["seconds"] = time.time() - t0
+            state["history"].append(rec)
+            state["epoch"] = epoch
+            save_checkpoint(self.last_checkpoint, net, opt, sched, scaler, state, self.card, cfg)
+            (self.train_dir / "history.json").write_text(json.dumps(state["history"], indent=1))
+            plot_history(state["history"], self.train_dir / "training_curve.png", title=self.card.name)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{rec['loss']:.4f}", dice=f"{rec.get('dice', float('nan')):.4f}")
+            if on_epoch is not None:
+                on_epoch(dict(rec))
+            if over and epoch < cfg.epochs:
+                stopped = "time budget"
+                break
+        if bar is not None:
+            bar.close()
+        best = state.get("best_eval") or {}
+        return TrainResult(
+            best_dice=float(state["best"]), best_epoch=int(state["best_epoch"]),
+            per_class=dict(best.get("per_class", {})), per_source=dict(best.get("per_source", {})),
+            history=list(state["history"]), weights=self.best_weights if self.best_weights.is_file() else None,
+            stopped=stopped, per_case=dict(best.get("per_case", {})),
+        )
 
 
-def train_segmentation(
-    card: ModelCard,
-    train_items: Sequence[tuple[np.ndarray, np.ndarray]] | Any,
-    val_items: Sequence[tuple[np.ndarray, np.ndarray]] | Any,
-    epochs: int,
-    batch_size: int = 8,
-    lr: float = 2e-3,
-    weight_decay: float = 1e-5,
-    out_weights: str | Path | None = None,
-    init_state: dict[str, Any] | None = None,
-    seed: int = 0,
-    device: str = "cpu",
-    num_workers: int = 0,
-    max_seconds: float | None = None,
-    on_epoch: Callable[[dict[str, float]], None] | None = None,
-    val_every: int = 1,
-    stop_epoch: int | None = None,
-) -> TrainResult:
-    """Train the card's network with DiceCE loss and Adam; keep the best validation state.
+def _lr_factor(epoch: int, epochs: int, warmup: int) -> float:
+    """Linear warm-up to 1, then cosine decay to 2 % over the remaining epochs."""
+    if warmup > 0 and epoch < warmup:
+        return (epoch + 1) / (warmup + 1)
+    span = max(1, epochs - warmup)
+    t = min(1.0, (epoch - warmup) / span)
+    return 0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * t))
 
-    Parameters
-    ----------
-    card
-        Model card: network, classes and sliding-window settings.
-    train_items
-        ``(image, label)`` pairs in model space (channel-first float image, ``(1, ...)``
-        integer label) or a torch dataset giving ``{"image", "label"}`` tensors (e.g.
-        :class:`~napari_cxseg.training.datasets.AugmentedDRRDataset`; its ``epoch`` attribute
-        is advanced each epoch when present).
-    val_items
-        Validation pairs or dataset (whole images; sliding window of the card).
-    epochs
-        Number of passes over ``train_items``.
-    batch_size, lr, weight_decay
-        Optimiser settings (Adam, cosine learning-rate decay).
-    out_weights
-        Where to save the best state dict (``torch.save``; load with ``weights_only=True``).
-    init_state
-        State dict to start from (fine-tuning).
-    seed
-        Seed of torch's generators (weights, shuffling).
-    device
-        Torch device.
-    num_workers
-        DataLoader workers.
-    max_seconds
-        Stop after the epoch that crosses this wall time.
-    on_epoch
-        Called with each epoch's record (progress).
-    val_every
-        Validate every this many epochs (and at the last).
-    stop_epoch
-        Stop after this epoch while the learning-rate schedule still spans ``epochs`` (to
-        reproduce a run that ``max_seconds`` stopped).
+
+def _bar(total: int, done: int, show: bool) -> Any:
+    if not show:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=done, desc="epochs", file=sys.stderr, dynamic_ncols=True)
+
+
+def _save_state_dict(net: Any, path: Path) -> None:
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".{os.getpid()}.partial")
+    torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()}, tmp)
+    os.replace(tmp, path)
+
+
+def init_weights(net: Any, source: Any) -> list[str]:
+    """Copy weights into ``net`` from a state dict, a weights file, a card or a bundle.
+
+    Keys whose shapes do not match (a new output layer for other classes) are left as they are.
 
     Returns
     -------
-    TrainResult
-    """
-    import torch
-    from monai.data import DataLoader
-    from monai.losses import DiceCELoss
+    list of str
+        The keys that were not copied.
 
-    torch.manual_seed(seed)
-    net = build_network(card).to(device)
-    if init_state is not None:
-        net.load_state_dict(init_state)
-    train_ds = _as_dataset(train_items)
-    gen = torch.Generator()
-    gen.manual_seed(seed)
-    # MONAI's DataLoader re-seeds random transforms in each worker and epoch (torch's does not)
-    loader = DataLoader(train_ds, batch_size=batch_size, shuffle=True, num_workers=num_workers, generator=gen)
-    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
-    opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs))
-    best = -1.0
-    best_epoch = 0
-    best_state: dict[str, Any] | None = None
-    per_class: dict[int, float] = {}
-    history: list[dict[str, float]] = []
-    t_start = time.time()
-    for epoch in range(1, epochs + 1):
-        if hasattr(train_ds, "epoch"):
-            train_ds.epoch = epoch - 1
-        net.train()
-        t0 = time.time()
-        losses = []
-        for batch in loader:
-            x = batch["image"].float().to(device)
-            y = batch["label"].long().to(device)
-            opt.zero_grad()
-            loss = loss_fn(net(x), y)
-            loss.backward()
-            opt.step()
-            losses.append(float(loss.detach()))
-        sched.step()
-        rec: dict[str, float] = {"epoch": epoch, "loss": float(np.mean(losses)) if losses else float("nan")}
-        last = (
-            epoch == epochs
-            or (stop_epoch is not None and epoch >= stop_epoch)
-            or (max_seconds is not None and time.time() - t_start > max_seconds)
-        )
-        if epoch % val_every == 0 or last:
-            dice = evaluate(net, card, val_items, device)
-            mean = float(np.mean(list(dice.values()))) if dice else 0.0
-            rec["dice"] = mean
-            if mean > best:
-                best, best_epoch, per_class = mean, epoch, dice
-                best_state = copy.deepcopy({k: v.detach().cpu() for k, v in net.state_dict().items()})
-        rec["seconds"] = time.time() - t0
-        history.append(rec)
-        if on_epoch is not None:
-            on_epoch(rec)
-        if last:
-            break
-    out = None
-    if out_weights is not None and best_state is not None:
-        out = Path(out_weights)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".partial")
-        torch.save(best_state, tmp)
-        tmp.replace(out)
-    return TrainResult(best, best_epoch, per_class, history, out, best_state)
+    Raises
+    ------
+    CxsegError
+        When nothing at all matches (another architecture).
+    """
+    from ..models.weights import _match_prefixes, load_state_dict
+
+    if isinstance(source, dict):
+        sd = source
+    elif isinstance(source, str | os.PathLike) and str(source).endswith((".pt", ".pth")) and Path(source).is_file():
+        sd = load_state_dict(source)
+    else:
+        from ..models.cards import find_card
+        from ..models.weights import resolve_weights
+
+        card = source if isinstance(source, ModelCard) else find_card(source)
+        sd = load_state_dict(resolve_weights(card))
+    own = net.state_dict()
+    sd = _match_prefixes(sd, set(own))
+    fit = {k: v for k, v in sd.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
+    if not fit:
+        raise CxsegError(f"none of the weights of {source} fit this network (another architecture?)")
+    own.update(fit)
+    net.load_state_dict(own)
+    return sorted(set(own) - set(fit))
