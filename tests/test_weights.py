@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from local_server import HTTPS_HOST, LocalServer, route_https
 from napari_cxseg.images import CxsegError
 from napari_cxseg.models import weights as W
 from napari_cxseg.models.cards import card_from_dict
@@ -51,19 +52,21 @@ def test_url_download_checks_sha256(tmp_path, monkeypatch):
     src = tmp_path / "remote" / "net.pt"
     src.parent.mkdir()
     digest = _tiny_weights(src)
-    card = _card(source="url", url=src.as_uri(), sha256=digest)
-    got = W.resolve_weights(card)
-    assert got == tmp_path / "cache" / "weights" / "net.pt"
-    assert got.read_bytes() == src.read_bytes()
-    from napari_cxseg.models.networks import load_network
+    with LocalServer() as server:
+        server.files["/models/net.pt"] = src.read_bytes()
+        route_https(monkeypatch, server)
+        card = _card(source="url", url=f"{HTTPS_HOST}/models/net.pt", sha256=digest)
+        got = W.resolve_weights(card)
+        assert got == tmp_path / "cache" / "weights" / "net.pt"
+        assert got.read_bytes() == src.read_bytes()
+        from napari_cxseg.models.networks import load_network
 
-    assert load_network(card).training is False
+        assert load_network(card).training is False
 
-    bad = _card(source="url", url=src.as_uri(), sha256="0" * 64, file="other.pt")
-    with pytest.raises(CxsegError, match=f"sha256 {digest}, expected 0000.*nothing was saved"):
-        W.resolve_weights(bad)
-    assert not (tmp_path / "cache" / "weights" / "other.pt").exists()
-    assert not list((tmp_path / "cache" / "weights").glob("*.part"))
+        bad = _card(source="url", url=f"{HTTPS_HOST}/models/net.pt", sha256="0" * 64, file="other.pt")
+        with pytest.raises(CxsegError, match=f"sha256 {digest}, expected 0000.*nothing was saved"):
+            W.resolve_weights(bad)
+    assert sorted(p.name for p in (tmp_path / "cache" / "weights").iterdir()) == ["net.pt"]
     # a corrupted cached file is caught too
     got.write_bytes(b"corrupt")
     with pytest.raises(CxsegError, match="has sha256 .* expected"):
@@ -72,7 +75,7 @@ def test_url_download_checks_sha256(tmp_path, monkeypatch):
 
 def test_offline_error_names_file_url_and_place(tmp_path, monkeypatch):
     monkeypatch.setenv("CXSEG_CACHE_DIR", str(tmp_path / "cache"))
-    url = "http://127.0.0.1:9/models/lungs_v3.pt"  # discard port: connection refused, like offline
+    url = "https://127.0.0.1:9/models/lungs_v3.pt"  # discard port: connection refused, like offline
     card = _card(source="url", url=url, sha256="a" * 64)
     with pytest.raises(CxsegError) as e:
         W.resolve_weights(card)

@@ -1,29 +1,50 @@
-"""Where model weights live, how they are fetched and how they are loaded safely.
+"""Where model weights are, how they are fetched and how they are loaded safely.
 
-* The cache folder is ``$CXSEG_CACHE_DIR`` or ``~/.cache/napari-cxseg`` (weights in
-  ``weights/``, MONAI bundles in ``bundles/``, user cards in ``cards/``).
-* Downloads go to a temporary file, are checked against the card's sha256 and only then
-  renamed into place.  Offline, the error names the missing file, the URL and the exact path
-  where to put the file by hand.
+* Files a card names live in the cache (:mod:`.cache`: ``$CXSEG_CACHE_DIR`` or
+  ``~/.cache/napari-cxseg``) or in the package; :func:`~napari_cxseg.models.cache.cache_path`
+  is the one gate that turns a card field into such a path.  ``file`` and ``torchscript``
+  paths are the user's own: they are only read, never written, copied over or deleted.
+* Downloads are all or nothing (:mod:`.downloads`): a temporary file, checked against
+  ``Content-Length`` and the card's sha256, renamed into place only when complete.  Offline,
+  the error names the missing file, the URL and the exact path where to put it by hand.
+* A cached MONAI bundle is used only when complete (configs, metadata, weights, the version
+  the card asks for); otherwise it is fetched again, or the error says what is missing.
+* Downloaded weights without a sha256 in the card (TorchXRayVision publishes none) raise an
+  :class:`UnverifiedWeightsWarning` naming the file.
 * :func:`load_state_dict` always uses ``torch.load(..., weights_only=True)``: a weights file
   cannot run code.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
-import urllib.error
-import urllib.request
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..images import CxsegError
+from .cache import (
+    IN_PACKAGE,
+    URL_NAME,
+    ZOO_NAME,
+    bundle_problems,
+    bundle_weights_file,
+    bundles_dir,
+    cache_dir,
+    cache_path,
+    url_file_name,
+    weights_dir,
+)
+from .downloads import download_file, fetch_bundle, sha256_file
 
 if TYPE_CHECKING:
     from .cards import ModelCard
+
+__all__ = ["PACKAGE_WEIGHTS_DIR", "UnverifiedWeightsWarning", "bundle_path", "bundles_dir", "cache_dir",
+           "copy_into_cache", "download_file", "expected_weights_path", "load_into", "load_state_dict",
+           "resolve_bundle", "resolve_weights", "sha256_file", "weights_dir", "weights_status"]
 
 #: Weights shipped inside the package.
 PACKAGE_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
@@ -31,109 +52,105 @@ PACKAGE_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 #: Where TorchXRayVision keeps its own downloads (reused when present).
 TORCHXRAYVISION_DIR = Path("~/.torchxrayvision/models_data").expanduser()
 
-
-def cache_dir() -> Path:
-    """The cache folder (``$CXSEG_CACHE_DIR`` or ``~/.cache/napari-cxseg``)."""
-    env = os.environ.get("CXSEG_CACHE_DIR")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "napari-cxseg"
+_FETCHED = ("url", "torchxrayvision")
 
 
-def weights_dir() -> Path:
-    """Folder for downloaded and user-provided weight files (``<cache>/weights``)."""
-    return cache_dir() / "weights"
+class UnverifiedWeightsWarning(UserWarning):
+    """Downloaded weights are used without a hash check (the card gives no sha256)."""
 
 
-def bundles_dir() -> Path:
-    """Folder for MONAI bundles (``<cache>/bundles``)."""
-    return cache_dir() / "bundles"
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+def _where(card: ModelCard) -> str:
+    return f"model card {card.path or card.name}"
 
 
 # ---------------------------------------------------------------------------- locating
 def expected_weights_path(card: ModelCard) -> Path:
-    """Where the card's weights are (or must be put), without downloading anything."""
+    """Where the card's weights are (or must be put), without downloading anything.
+
+    Raises
+    ------
+    CxsegError
+        When a field that names a file in the cache or the package is not a plain name.
+    """
     w = card.weights
     if w.source == "package":
-        return PACKAGE_WEIGHTS_DIR / str(w.file)
-    if w.source in ("file", "torchscript"):
+        return cache_path(PACKAGE_WEIGHTS_DIR, w.file, _where(card), "weights.file", IN_PACKAGE)
+    if w.source in ("file", "torchscript"):  # the user's own file: only ever read
         p = Path(str(w.file)).expanduser()
         if p.is_absolute():
             return p
         if card.path is not None and (card.path.parent / p).exists():
             return card.path.parent / p
         return weights_dir() / p
-    if w.source in ("url", "torchxrayvision"):
-        name = w.file or Path(urllib.request.url2pathname(str(w.url).rsplit("/", 1)[-1])).name
-        return weights_dir() / name
+    if w.source in _FETCHED:
+        if w.file:
+            return cache_path(weights_dir(), w.file, _where(card), "weights.file")
+        return cache_path(weights_dir(), url_file_name(str(w.url)), _where(card), "weights.url", URL_NAME)
     if w.source == "bundle":
         return bundle_path(card) / "models" / "model.pt"
     raise CxsegError(f"model {card.name}: unknown weights source {w.source}")
 
 
 def bundle_path(card: ModelCard) -> Path:
-    """The bundle folder of a card with ``weights.source: bundle``."""
+    """The bundle folder of a ``bundle`` card: the folder the user opened, or ``<cache>/bundles/<name>``."""
     if card.bundle_dir is not None:
         return card.bundle_dir
-    ref = str(card.weights.bundle)
-    p = Path(ref).expanduser()
-    if p.is_absolute() or p.exists():
-        return p
-    return bundles_dir() / ref
+    return cache_path(bundles_dir(), card.weights.bundle, _where(card), "weights.bundle", ZOO_NAME, zoo=True)
+
+
+def _xrv_copy(target: Path) -> Path:
+    """TorchXRayVision's own copy of ``target`` (same name in its models_data folder)."""
+    return cache_path(TORCHXRAYVISION_DIR, target.name, "TorchXRayVision weights", "file")
 
 
 def weights_status(card: ModelCard) -> tuple[bool, str]:
     """Whether the weights are here, and a sentence that says where they are or what to do.
 
-    Nothing is downloaded.
+    Nothing is downloaded and nothing is hashed (hashes are checked when the weights are used).
     """
+    try:
+        return _status(card)
+    except CxsegError as e:
+        return False, str(e)
+
+
+def _status(card: ModelCard) -> tuple[bool, str]:
     w = card.weights
     if w.source == "bundle":
         bdir = bundle_path(card)
-        model = _bundle_model_file(bdir)
-        if model is not None:
+        problems = bundle_problems(bdir, w.bundle_version)
+        if not problems:
             return True, f"bundle {bdir}"
-        if card.bundle_dir is not None or Path(str(w.bundle)).expanduser().exists():
-            return False, f"bundle {bdir} has no models/model.pt or models/model.ts"
-        return False, (f"MONAI bundle '{w.bundle}' not downloaded yet: fetched on first use into {bdir} "
-                       f"(offline: unpack the bundle there)")
+        if card.bundle_dir is not None:
+            return False, f"bundle {bdir} is incomplete: {'; '.join(problems)}"
+        if not bdir.exists():
+            return False, (f"MONAI bundle '{w.bundle}' not downloaded yet: fetched on first use into {bdir} "
+                           f"(offline: unpack the bundle there)")
+        return False, (f"MONAI bundle '{w.bundle}' in {bdir} is incomplete ({'; '.join(problems)}): "
+                       f"fetched again on first use")
+    p = expected_weights_path(card)
+    unverified = "" if w.sha256 else " (unverified: the card gives no sha256)"
     if w.source == "torchxrayvision":
-        p = expected_weights_path(card)
-        alt = TORCHXRAYVISION_DIR / p.name
-        try:
-            import importlib.util
+        import importlib.util
 
+        try:
             have_xrv = importlib.util.find_spec("torchxrayvision") is not None
         except ValueError:
             have_xrv = False
+        alt = _xrv_copy(p)
         where = p if p.is_file() else alt if alt.is_file() else None
         if not have_xrv:
-            return False, "needs `pip install torchxrayvision`" + (f"; weights at {where}" if where else "")
+            return False, "needs `pip install torchxrayvision`" + (f"; weights at {where}{unverified}" if where else "")
         if where is not None:
-            return True, str(where)
-        return False, f"downloaded on first use from {w.url} into {p}"
-    p = expected_weights_path(card)
+            return True, f"{where}{unverified}"
+        return False, f"downloaded on first use from {w.url} into {p}{unverified}"
     if p.is_file():
-        return True, str(p)
+        return True, str(p) + (unverified if w.source in _FETCHED else "")
     if w.source == "url":
         return False, f"downloaded on first use from {w.url} into {p}"
     if w.source == "package":
         return False, f"package file {p} is missing (reinstall napari-cxseg)"
     return False, f"missing: put the weights file at {p}" + (f" ({card.notes})" if card.notes else "")
-
-
-def _bundle_model_file(bdir: Path) -> Path | None:
-    for name in ("model.pt", "model.ts"):
-        if (bdir / "models" / name).is_file():
-            return bdir / "models" / name
-    return None
 
 
 # ---------------------------------------------------------------------------- resolving
@@ -155,118 +172,104 @@ def resolve_weights(card: ModelCard, download: bool = True) -> Path:
     Raises
     ------
     CxsegError
-        When the file is missing and cannot be fetched; the message names the file, the URL
-        and where to put it.
+        When the file is missing and cannot be fetched (the message names the file, the URL
+        and where to put it), or when a downloaded file does not match the card's sha256.
+
+    Warns
+    -----
+    UnverifiedWeightsWarning
+        When downloaded weights are used and the card gives no sha256 to check them.
     """
     w = card.weights
     if w.source == "bundle":
         bdir = resolve_bundle(card, download=download)
-        model = _bundle_model_file(bdir)
-        if model is None:
+        model = bundle_weights_file(bdir)
+        if model is None:  # pragma: no cover - resolve_bundle returns complete bundles only
             raise CxsegError(f"model {card.name}: bundle {bdir} has no models/model.pt or models/model.ts")
         return model
     target = expected_weights_path(card)
-    if w.source == "torchxrayvision" and not target.is_file() and (TORCHXRAYVISION_DIR / target.name).is_file():
-        target = TORCHXRAYVISION_DIR / target.name
+    if w.source == "torchxrayvision" and not target.is_file() and _xrv_copy(target).is_file():
+        target = _xrv_copy(target)
     if target.is_file():
-        if w.sha256 and w.source in ("url", "torchxrayvision"):
-            _check_sha256(target, w.sha256, card)
+        if w.source in _FETCHED:
+            _verify(card, target)
         return target
-    if w.source in ("url", "torchxrayvision") and w.url:
+    if w.source in _FETCHED and w.url:
         if not download:
-            raise CxsegError(_missing_download_message(card, target, "downloads are disabled"))
+            raise CxsegError(
+                f"model {card.name}: weights file {target.name} is missing and could not be downloaded "
+                f"from {w.url} (downloads are disabled); download it by hand and put it at {target}"
+            )
         download_file(str(w.url), target, w.sha256, what=f"weights of model {card.name}")
+        if not w.sha256:
+            _warn_unverified(card, target)
         return target
     if w.source == "package":
         raise CxsegError(f"model {card.name}: package weights file {target} is missing (reinstall napari-cxseg)")
     hint = f" ({card.notes})" if card.notes else ""
-    raise CxsegError(
-        f"model {card.name}: weights file {target.name} not found; put it at {target}{hint}"
-    )
+    raise CxsegError(f"model {card.name}: weights file {target.name} not found; put it at {target}{hint}")
 
 
-def resolve_bundle(card: ModelCard, download: bool = True) -> Path:
-    """The bundle folder of a ``bundle`` card, downloaded with ``monai.bundle.download``.
-
-    Raises
-    ------
-    CxsegError
-        Offline or on a failed download, naming the bundle and the folder to unpack it into.
-    """
-    bdir = bundle_path(card)
-    if _bundle_model_file(bdir) is not None:
-        return bdir
-    if card.bundle_dir is not None or Path(str(card.weights.bundle)).expanduser().is_absolute():
-        raise CxsegError(f"model {card.name}: bundle {bdir} has no models/model.pt or models/model.ts")
-    name = str(card.weights.bundle)
-    how = (f"download it on a machine with internet access (python -m monai.bundle download "
-           f"--name {name} --bundle_dir <dir>) and copy the folder to {bdir}")
-    if not download:
-        raise CxsegError(f"model {card.name}: MONAI bundle '{name}' is not in {bdir}; {how}")
-    from monai.bundle import download as bundle_download
-
-    bundles_dir().mkdir(parents=True, exist_ok=True)
-    try:
-        bundle_download(name=name, version=card.weights.bundle_version, bundle_dir=str(bundles_dir()),
-                        progress=False)
-    except Exception as e:  # monai raises many kinds (URLError, HTTPError, ValueError, OSError)
-        raise CxsegError(
-            f"model {card.name}: could not download MONAI bundle '{name}' ({type(e).__name__}: {e}); {how}"
-        ) from None
-    if _bundle_model_file(bdir) is None:
-        raise CxsegError(f"model {card.name}: downloaded bundle '{name}' has no models/model.pt in {bdir}; {how}")
-    return bdir
-
-
-def _missing_download_message(card: ModelCard, target: Path, why: str) -> str:
-    return (f"model {card.name}: weights file {target.name} is missing and could not be downloaded "
-            f"from {card.weights.url} ({why}); download it by hand and put it at {target}")
-
-
-def download_file(url: str, target: str | os.PathLike, sha256: str | None = None, what: str = "file",
-                  timeout: float = 60.0) -> Path:
-    """Download ``url`` to ``target`` atomically, checking the sha256 when given.
-
-    Raises
-    ------
-    CxsegError
-        Offline / HTTP errors (naming the file, the URL and the path to put it at) and hash
-        mismatches (the partial file is removed).
-    """
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".part", dir=target.parent)
-    h = hashlib.sha256()
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
-            while block := resp.read(1 << 20):
-                h.update(block)
-                out.write(block)
-    except (urllib.error.URLError, OSError, ValueError) as e:
-        Path(tmp).unlink(missing_ok=True)
-        reason = getattr(e, "reason", None) or e
-        raise CxsegError(
-            f"{what}: {target.name} is missing and could not be downloaded from {url} ({reason}); "
-            f"download it by hand and put it at {target}"
-        ) from None
-    digest = h.hexdigest()
-    if sha256 and digest != sha256.lower():
-        Path(tmp).unlink(missing_ok=True)
-        raise CxsegError(
-            f"{what}: {url} gave a file with sha256 {digest}, expected {sha256}; nothing was saved "
-            f"(put the right file at {target})"
-        )
-    os.replace(tmp, target)
-    return target
-
-
-def _check_sha256(path: Path, expected: str, card: ModelCard) -> None:
+def _verify(card: ModelCard, path: Path) -> None:
+    expected = card.weights.sha256
+    if not expected:
+        _warn_unverified(card, path)
+        return
     digest = sha256_file(path)
     if digest != expected.lower():
         raise CxsegError(
             f"model {card.name}: {path} has sha256 {digest}, expected {expected}; "
             f"delete it to download it again"
         )
+
+
+def _warn_unverified(card: ModelCard, path: Path) -> None:
+    warnings.warn(UnverifiedWeightsWarning(
+        f"model {card.name}: weights file {path} is used unverified (the card gives no sha256); "
+        "use it only if you trust where it came from"
+    ), stacklevel=3)
+
+
+def resolve_bundle(card: ModelCard, download: bool = True) -> Path:
+    """The complete bundle folder of a ``bundle`` card, fetched with ``monai.bundle.download``.
+
+    A cached bundle is used only when complete (:func:`~napari_cxseg.models.cache.bundle_problems`:
+    configs, metadata, weights and ``weights.bundle_version`` when the card gives one);
+    otherwise it is downloaded again into a temporary folder and swapped in when complete.
+    A bundle folder the user opened is only read.
+
+    Raises
+    ------
+    CxsegError
+        For an incomplete folder of the user's, offline or on a failed download, naming the
+        bundle, what is missing and the folder to unpack it into.
+    """
+    w = card.weights
+    bdir = bundle_path(card)
+    problems = bundle_problems(bdir, w.bundle_version)
+    if not problems:
+        return bdir
+    if card.bundle_dir is not None:
+        raise CxsegError(f"model {card.name}: bundle {bdir} is incomplete ({'; '.join(problems)}); "
+                         "it was left as it is: complete it or open a complete bundle")
+    name = str(w.bundle)
+    version = f" --version {w.bundle_version}" if w.bundle_version else ""
+    how = (f"download it on a machine with internet access (python -m monai.bundle download "
+           f"--name {name}{version} --bundle_dir <dir>) and copy the folder to {bdir}")
+    state = (f"MONAI bundle '{name}' is not in {bdir}" if not bdir.exists()
+             else f"MONAI bundle '{name}' in {bdir} is incomplete ({'; '.join(problems)})")
+    if not download:
+        raise CxsegError(f"model {card.name}: {state}; {how}")
+    try:
+        fetch_bundle(name, w.bundle_version, bdir)
+    except CxsegError as e:
+        raise CxsegError(f"model {card.name}: {e}; {how}") from None
+    except Exception as e:  # monai raises many kinds (URLError, HTTPError, ValueError, OSError)
+        raise CxsegError(
+            f"model {card.name}: could not download MONAI bundle '{name}' ({type(e).__name__}: {e}); "
+            f"{state}; {how}"
+        ) from None
+    return bdir
 
 
 # ---------------------------------------------------------------------------- loading
@@ -388,9 +391,33 @@ def _is_tensor_dict(d: dict) -> bool:
 
 
 def copy_into_cache(src: str | os.PathLike, name: str | None = None) -> Path:
-    """Copy a weights file into ``<cache>/weights`` (used by ``file`` cards and training)."""
+    """Copy a weights file into ``<cache>/weights`` (the source is only read).
+
+    The copy goes to a temporary file in the cache and is renamed into place, so a link in
+    the cache is replaced, never written through.
+
+    Parameters
+    ----------
+    src
+        The file to copy.
+    name
+        The plain file name in the cache (default: the source's name).
+
+    Returns
+    -------
+    Path
+        The file in the cache.
+    """
     src = Path(src)
-    dst = weights_dir() / (name or src.name)
+    dst = cache_path(weights_dir(), name or src.name, f"copy of {src} into the cache", "name")
+    if dst.exists() and os.path.samefile(src, dst):
+        return dst
     dst.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(src, dst)
+    fd, tmp = tempfile.mkstemp(prefix=dst.name + ".", suffix=".part", dir=dst.parent)
+    try:
+        with os.fdopen(fd, "wb") as out, open(src, "rb") as fin:
+            shutil.copyfileobj(fin, out)
+        os.replace(tmp, dst)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
     return dst
