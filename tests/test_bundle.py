@@ -1,4 +1,4 @@
-"""MONAI bundles: trust gate, running the real spleen config, agreement with `monai.bundle run`.
+"""MONAI bundles: the real spleen config runs untrusted, agrees with `monai.bundle run`; trust gate.
 
 The bundle folder is built in tmp_path from the real spleen_ct_segmentation configs
 (tests/data/spleen_ct_segmentation, Apache-2.0) and a models/model.pt made from its
@@ -22,7 +22,12 @@ import torch
 from napari_cxseg import io
 from napari_cxseg.images import CxsegError
 from napari_cxseg.inference import Predictor
-from napari_cxseg.models.bundle import BundleModel, find_expressions, read_config, requires_trust
+from napari_cxseg.models.bundle import (
+    BundleModel,
+    bundle_findings,
+    load_bundle_config,
+    requires_trust,
+)
 from napari_cxseg.models.cards import card_from_bundle, find_card
 
 DATA = Path(__file__).parent / "data" / "spleen_ct_segmentation"
@@ -74,27 +79,45 @@ def test_card_derived_from_metadata(bundle_dir):
     assert find_card(str(bundle_dir)).name == "spleen_ct_segmentation"
 
 
-def test_expressions_detected():
-    found = find_expressions(read_config(DATA / "configs" / "inference.json"))
-    assert any(f.startswith("device: $torch.device") for f in found)
-    assert any(f.startswith("imports#0: $import glob") for f in found)
-    assert find_expressions({"network_def": {"_target_": "UNet", "spatial_dims": 3}}) == []
-    assert find_expressions({"x": {"_target_": "os.system", "command": "true"}}) == ["x#_target_: os.system"]
+def test_spleen_config_is_plain_once_io_is_stripped():
+    """Its `$` expressions (device, network, datalist, evaluator ...) and SaveImaged are not
+    what the product builds: network_def, preprocessing, inferer and postprocessing are data."""
+    bc = load_bundle_config(DATA)
+    assert bc.content["preprocessing"]["transforms"][0] == {"_target_": "monai.transforms.Identity",
+                                                            "_disabled_": True}
+    assert bc.content["postprocessing"]["transforms"][3]["_disabled_"] is True
+    assert bc.content["_meta_"]["version"]
+    assert bundle_findings(DATA) == []
 
 
-def test_untrusted_bundle_refused(bundle_dir, tmp_path):
+def test_code_in_what_is_built_is_refused(bundle_dir, tmp_path):
+    import json
+
+    cfg_path = bundle_dir / "configs" / "inference.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["inferer"]["overlap"] = "$0.5"
+    cfg_path.write_text(json.dumps(cfg))
     card = find_card(bundle_dir)
     with pytest.raises(CxsegError) as e:
         Predictor(card, device="cpu")
     msg = str(e.value)
-    assert "contains Python expressions ($...)" in msg
-    assert "run it only if you trust its source: --trust / confirm in the GUI" in msg
-    assert str(bundle_dir) in msg
-    with pytest.raises(CxsegError, match=r"contains Python expressions"):
+    assert f"bundle {bundle_dir} holds code that would run: inferer#overlap: $0.5 (a Python expression)" in msg
+    assert "run it only if you trust its source: --trust in the CLI, or confirm in the Segment widget" in msg
+    with pytest.raises(CxsegError, match="inferer#overlap"):
         BundleModel(bundle_dir, trust=False)
     assert requires_trust(card)
     assert not requires_trust(find_card("msd-task09-spleen"))  # bundle weights, engine pipeline
     assert requires_trust(find_card("msd-task07-pancreas"))  # not downloaded: config unknown
+
+
+def test_spleen_bundle_runs_untrusted_with_the_trusted_labels(bundle_dir, tmp_path):
+    card = find_card(bundle_dir)
+    assert not requires_trust(card)
+    img = read_ct(synthetic_ct(tmp_path / "ct.nii.gz"))
+    untrusted = Predictor(card, device="cpu").predict(img)
+    trusted = Predictor(card, device="cpu", trust=True).predict(img)
+    np.testing.assert_array_equal(untrusted.array, trusted.array)
+    assert 0 < (untrusted.array == 1).sum() < untrusted.array.size
 
 
 def test_trusted_bundle_runs_on_input_grid(bundle_dir, tmp_path):
@@ -164,13 +187,14 @@ def test_agrees_with_monai_bundle_run(bundle_dir, tmp_path):
 
 def test_targets_reaching_code_through_reexported_modules_need_trust(tmp_path):
     """A `_target_` is resolved step by step: a path through MONAI/torch to os.system is code."""
-    from napari_cxseg.models.bundle import find_expressions, is_safe_target
+    from napari_cxseg.models.trust import check, target_problem
 
     marker = tmp_path / "ran"
     evil = {"network_def": {"_target_": "monai.networks.utils.torch.os.system", "command": f"touch {marker}"}}
-    assert find_expressions(evil), "must be reported as code"
-    for name in ("torch.hub.load", "torch.load", "numpy.load", "monai.bundle.ConfigParser", "os.system"):
-        assert not is_safe_target(name), name
-    for name in ("monai.networks.nets.UNet", "monai.transforms.LoadImaged", "torch.nn.Conv2d", "UNet"):
-        assert is_safe_target(name), name
+    assert check(evil, ["network_def"]), "must be reported as code"
+    for name in ("torch.hub.load", "torch.load", "numpy.load", "monai.bundle.ConfigParser", "os.system",
+                 "monai.transforms.LoadImaged"):
+        assert target_problem(name)[0] is None, name
+    for name in ("monai.networks.nets.UNet", "monai.transforms.Spacingd", "torch.nn.Conv2d", "UNet"):
+        assert target_problem(name)[0] is not None, name
     assert not marker.exists()

@@ -1,12 +1,15 @@
-"""The real spleen_ct_segmentation configs through `napari-cxseg predict --trust` on a real CT.
+"""The real spleen_ct_segmentation configs through `napari-cxseg predict` on a real CT.
 
-The labels must land on the input's exact grid and geometry and agree with
-`python -m monai.bundle run` on the same weights (Dice >= 0.98). The CT is a crop around the spleen
+What the product evaluates of these configs (network_def, preprocessing, inferer,
+postprocessing, file IO stripped) is plain data, so the bundle runs without --trust, with the
+same labels as with it. The labels must land on the input's exact grid and geometry and agree
+with `python -m monai.bundle run` on the same weights (Dice >= 0.98). The CT is a crop around the spleen
 of the public LIDC-IDRI-0001 volume (see napari_cxseg.public_data), kept small for CPU time.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -66,13 +69,30 @@ def test_spleen_bundle_cli_agrees_with_monai_bundle_run(public_data, tmp_path):
         capture_output=True, text=True, env=env, timeout=600,
     )
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
-    # without --trust the same command refuses to run the bundle's code
-    refused = subprocess.run(
+    # without --trust: the same labels (nothing the product evaluates is code)
+    untrusted = tmp_path / "untrusted.nii.gz"
+    res = subprocess.run(
         [str(cli), "predict", "--model", str(bundle), "--device", "cpu",
+         "--input", str(ct_path), "--output", str(untrusted)],
+        capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    np.testing.assert_array_equal(np.asarray(nib.load(str(untrusted)).dataobj), np.asarray(nib.load(str(out)).dataobj))
+    # code in what it evaluates is refused without --trust, and nothing is written
+    cfg_path = bundle / "configs" / "inference.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["inferer"]["overlap"] = "$0.5"
+    evil = tmp_path / "evil"
+    shutil.copytree(bundle, evil)
+    (evil / "configs" / "inference.json").write_text(json.dumps(cfg))
+    refused = subprocess.run(
+        [str(cli), "predict", "--model", str(evil), "--device", "cpu",
          "--input", str(ct_path), "--output", str(tmp_path / "refused.nii.gz")],
         capture_output=True, text=True, env=env, timeout=600,
     )
-    assert refused.returncode != 0 and "trust" in (refused.stdout + refused.stderr).lower()
+    assert refused.returncode != 0
+    assert "inferer#overlap: $0.5 (a Python expression)" in refused.stderr
+    assert "--trust in the CLI, or confirm in the Segment widget" in refused.stderr
     assert not (tmp_path / "refused.nii.gz").exists()
 
     ref_dir = tmp_path / "bundle_out"

@@ -360,3 +360,31 @@ def test_untrusted_network_def_cannot_reach_os_system(tmp_path):
     assert not is_plain_network_def(evil)
     assert is_plain_network_def({"_target_": "monai.networks.nets.SegResNet", "spatial_dims": 3})
     assert not marker.exists()
+
+
+def test_untrusted_network_def_uses_the_bundle_runners_trust_decision(tmp_path, monkeypatch, net, ct):
+    """One decision for both: a monai.networks class that downloads (HoVerNet copies its
+    pretrained_url into torch hub's folder) or a reference into metadata holding code is not
+    built untrusted; a plain network_def referencing plain metadata is."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torchhome"))
+    src = tmp_path / "src.pth"
+    src.write_bytes(b"0")
+    hover = {"_target_": "monai.networks.nets.HoVerNet", "pretrained_url": src.as_uri(), "in_channels": 1}
+    prompts = Prompts(np.array([[10.0, 17.0, 22.0]]), np.zeros((0, 3)))
+    root = write_bundle(tmp_path / "hover", hover, net.state_dict())
+    with pytest.raises(CxsegError, match="do not fit"):  # vista3d132 instead of the config's code
+        v3.vista3d_backend(ct, prompts, SPACING, None, 30.0, bundle_dir=root, device="cpu")
+    assert not (tmp_path / "torchhome" / "hub" / "preact-resnet50.pth").exists()
+
+    marker = tmp_path / "ran"
+    head = {**TINY_DEF["class_head"], "n_classes": "@_meta_#n_classes"}
+    root = write_bundle(tmp_path / "meta", {**TINY_DEF, "class_head": head}, net.state_dict())
+    meta = root / "configs" / "metadata.json"
+    meta.write_text(json.dumps({"n_classes": f"$__import__('pathlib').Path({str(marker)!r}).touch() or 16"}))
+    with pytest.raises(CxsegError, match="do not fit"):
+        v3.vista3d_backend(ct, prompts, SPACING, None, 30.0, bundle_dir=root, device="cpu")
+    assert not marker.exists()
+    meta.write_text(json.dumps({"n_classes": 16}))
+    v3.clear_cache()
+    got = v3.vista3d_backend(ct, prompts, SPACING, None, 30.0, bundle_dir=root, device="cpu")
+    assert got.shape == ct.shape and not marker.exists()

@@ -1,172 +1,79 @@
 """Running a MONAI bundle (directory or zip) with its own configuration.
 
 A bundle's ``configs/inference.json`` (or ``.yaml``) describes the network (``network_def``),
-the preprocessing, the inferer and the postprocessing.  :class:`BundleModel` instantiates those
-four pieces with :class:`monai.bundle.ConfigParser` (overriding ``bundle_root`` and
-``device``), drops the file loading and saving transforms (the engine hands over an image in
-memory and writes the result itself), loads ``models/model.pt`` with ``weights_only=True``
-(or ``models/model.ts``) and lets the bundle's ``Invertd`` bring the prediction back to the
-input grid.
+the preprocessing, the inferer and the postprocessing. :class:`BundleModel` builds those four
+pieces with MONAI from the bundle's merged config
+(:func:`~napari_cxseg.models.bundle_config.load_bundle_config`: metadata, macros, relative ids,
+file loading/saving transforms disabled), handing MONAI only what they evaluate
+(:func:`~napari_cxseg.models.bundle_config.evaluable_config`, overriding ``bundle_root`` and
+``device``); it loads ``models/model.pt`` with ``weights_only=True`` (or ``models/model.ts``) and
+lets the bundle's ``Invertd`` bring the prediction back to the input grid.
 
-Trust: ``$`` expressions in a config are Python code, and so is a ``_target_`` outside MONAI /
-torch.  Such a bundle runs only when the user says they trust its source (``--trust`` in the
-CLI, a confirmation in the GUI); otherwise :class:`BundleModel` refuses with a
-:class:`~napari_cxseg.images.CxsegError`.
+Trust: what those pieces evaluate is checked by :func:`napari_cxseg.models.trust.check`; a
+bundle with code in it (``$`` expressions, classes that import, download or run things, special
+keys, TorchScript) runs only when the user says they trust its source (``--trust`` in the CLI, a
+confirmation in the GUI); otherwise :class:`BundleModel` refuses with a
+:class:`~napari_cxseg.images.CxsegError` that says where, why and how to trust it.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from ..images import CxsegError
-
-CONFIG_NAMES = ("inference.json", "inference.yaml", "inference.yml")
-#: Module prefixes a ``_target_`` may name without counting as code of the bundle's author.
-SAFE_TARGET_PREFIXES = ("monai.", "torch.", "ignite.")
-#: Modules under those prefixes whose classes load or run code (pickles, hubs, compilers, configs).
-UNSAFE_TARGET_MODULES = (
-    "monai.bundle", "torch.hub", "torch.package", "torch.jit", "torch.utils.cpp_extension",
-    "torch.serialization", "torch.multiprocessing", "torch.distributed",
+from .bundle_config import (
+    BundleConfig,
+    display_id,
+    evaluable_config,
+    find_config,
+    load_bundle_config,
+    on_sys_path,
+    read_config,
 )
+from .trust import Finding, check, requires_trust, untrusted_message
+
+__all__ = ["BundleConfig", "BundleModel", "bundle_findings", "bundle_roots", "config_findings", "find_config",
+           "load_bundle_config", "read_config", "requires_trust", "unpack_bundle_zip"]
 
 
-def is_safe_target(name: str) -> bool:
-    """Whether a config's ``_target_`` names a plain library class (instantiating it runs no
-    code of the bundle's author).
+def bundle_roots(config: dict[str, Any]) -> list[str]:
+    """The ids :class:`BundleModel` instantiates."""
+    roots = ["network_def" if "network_def" in config else "network", "preprocessing", "inferer"]
+    return roots + (["postprocessing"] if "postprocessing" in config else [])
 
-    The dotted name is resolved the way MONAI resolves it, step by step: every step must be a
-    module under :data:`SAFE_TARGET_PREFIXES` and outside :data:`UNSAFE_TARGET_MODULES`, and the
-    last step a class defined there. So ``monai.networks.utils.torch.os.system`` (a path through
-    re-exported modules to a function) is refused. Names without a dot are MONAI's short names,
-    which MONAI looks up among its own classes only.
+
+def config_findings(bc: BundleConfig, roots: list[str]) -> list[Finding]:
+    """Where instantiating ``roots`` of a merged config runs code, plus TorchScript weights.
+
+    Raises
+    ------
+    CxsegError
+        When the product would evaluate a macro that cannot be expanded (missing file ...).
     """
-    import importlib
-    import inspect
-
-    if not isinstance(name, str) or not name:
-        return False
-    if "." not in name:
-        return True
-    parts = name.split(".")
-
-    def safe_module(mod_name: str) -> bool:
-        return mod_name.startswith(SAFE_TARGET_PREFIXES) and not any(
-            mod_name == u or mod_name.startswith(u + ".") for u in UNSAFE_TARGET_MODULES
-        )
-
-    if not safe_module(name.rsplit(".", 1)[0] + "."):
-        return False
-    obj: Any = None
-    i = len(parts)
-    while i > 0:  # the longest importable module prefix
-        mod_name = ".".join(parts[:i])
-        if not safe_module(mod_name + "."):
-            return False
-        try:
-            obj = importlib.import_module(mod_name)
-            break
-        except Exception:
-            i -= 1
-    if obj is None:
-        return False
-    for attr in parts[i:]:
-        if inspect.ismodule(obj) and not safe_module(obj.__name__ + "."):
-            return False
-        obj = getattr(obj, attr, None)
-        if obj is None:
-            return False
-        if inspect.ismodule(obj) and not safe_module(obj.__name__ + "."):
-            return False
-    return inspect.isclass(obj) and safe_module(str(getattr(obj, "__module__", "")) + ".")
-#: Transforms that read or write files; the engine does that itself.
-_IO_TRANSFORMS = ("LoadImage", "LoadImaged", "SaveImage", "SaveImaged")
-
-
-def find_config(bundle_dir: str | Path) -> Path:
-    """The inference config of a bundle (``configs/inference.json`` or ``.yaml``)."""
-    bdir = Path(bundle_dir)
-    for name in CONFIG_NAMES:
-        p = bdir / "configs" / name
-        if p.is_file():
-            return p
-    raise CxsegError(f"bundle {bdir} has no configs/inference.json or configs/inference.yaml")
-
-
-def read_config(path: str | Path) -> dict[str, Any]:
-    """The raw (unparsed) config as a dict, JSON or YAML."""
-    path = Path(path)
-    text = path.read_text(encoding="utf-8")
-    try:
-        if path.suffix.lower() == ".json":
-            return json.loads(text)
-        import yaml
-
-        return yaml.safe_load(text)
-    except Exception as e:  # json.JSONDecodeError, yaml.YAMLError
-        raise CxsegError(f"bundle config {path} cannot be read: {e}") from None
-
-
-def find_expressions(config: Any, prefix: str = "") -> list[str]:
-    """Where a config holds code: ``$`` expressions and ``_target_`` that are not plain
-    MONAI/torch/ignite classes (see :func:`is_safe_target`).
-
-    Returns
-    -------
-    list of str
-        ``"id: text"`` entries (ids joined with ``#`` as in MONAI), empty when the config is
-        plain data.
-    """
-    found: list[str] = []
-    for key, val in _walk(config, prefix):
-        if isinstance(val, str):
-            if val.startswith("$"):
-                found.append(f"{key}: {val}")
-            elif key.endswith("_target_") and not is_safe_target(val):
-                found.append(f"{key}: {val}")
+    found = check(bc.content, roots, notes={**bc.notes, **bc.errors})
+    for f in found:
+        for i, msg in bc.errors.items():
+            if f.where == display_id(i):
+                raise CxsegError(f"bundle {bc.bundle_dir}: {f.where}: {msg}")
+    models = bc.bundle_dir / "models"
+    if not (models / "model.pt").is_file() and (models / "model.ts").is_file():
+        found.append(Finding("models/model.ts", "TorchScript", "a TorchScript file is a program"))
     return found
 
 
-def _walk(obj: Any, prefix: str) -> Iterator[tuple[str, Any]]:
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            yield from _walk(v, f"{prefix}#{k}" if prefix else str(k))
-    elif isinstance(obj, list):
-        for i, v in enumerate(obj):
-            yield from _walk(v, f"{prefix}#{i}" if prefix else str(i))
-    else:
-        yield prefix, obj
+def bundle_findings(bundle_dir: str | Path) -> list[Finding]:
+    """Where running a bundle with :class:`BundleModel` would run code (empty: none).
 
-
-def requires_trust(card: Any) -> bool:
-    """Whether running ``card`` executes code from a bundle config (ask the user first).
-
-    False for cards that run through the engine's own pipeline (even with bundle weights).
-    A zoo bundle that is not downloaded yet counts as needing trust: its config is unknown.
+    Raises
+    ------
+    CxsegError
+        When the bundle's config cannot be read.
     """
-    if not getattr(card, "is_bundle", False):
-        return False
-    from .weights import bundle_path
-
-    try:
-        cfg = find_config(bundle_path(card))
-    except CxsegError:
-        return True
-    return bool(find_expressions(read_config(cfg)))
-
-
-def untrusted_message(bundle_dir: str | Path, expressions: list[str]) -> str:
-    """The refusal message for a bundle with code in its config."""
-    first = expressions[0] if expressions else ""
-    more = f" and {len(expressions) - 1} more" if len(expressions) > 1 else ""
-    return (
-        f"bundle {bundle_dir} contains Python expressions ($...), e.g. {first!r}{more}; "
-        "run it only if you trust its source: --trust / confirm in the GUI"
-    )
+    bc = load_bundle_config(bundle_dir)
+    return config_findings(bc, bundle_roots(bc.content))
 
 
 def unpack_bundle_zip(zip_path: str | Path) -> Path:
@@ -191,7 +98,7 @@ def unpack_bundle_zip(zip_path: str | Path) -> Path:
                 root = dest.parent / (dest.name + ".part")
                 for info in z.infolist():
                     target = (root / info.filename).resolve()
-                    if not str(target).startswith(str(root.resolve())):
+                    if not target.is_relative_to(root.resolve()):
                         raise CxsegError(f"bundle zip {zip_path} has an unsafe member path {info.filename!r}")
                 z.extractall(root)
             root.rename(dest)
@@ -213,23 +120,25 @@ class BundleModel:
     device
         The torch device the network runs on.
     trust
-        Allow code in the config (``$`` expressions, non-MONAI ``_target_``).
+        Allow code (see :func:`napari_cxseg.models.trust.check`) and TorchScript weights.
 
     Raises
     ------
     CxsegError
-        When the config holds code and ``trust`` is False, or a piece cannot be built.
+        When the bundle holds code and ``trust`` is False (naming where, why and how to trust
+        it), or a piece cannot be built.
     """
 
     def __init__(self, bundle_dir: str | Path, device: Any = "cpu", trust: bool = False) -> None:
         self.bundle_dir = Path(bundle_dir).resolve()
-        self.config_path = find_config(self.bundle_dir)
-        raw = read_config(self.config_path)
-        self.expressions = find_expressions(raw)
-        if self.expressions and not trust:
-            raise CxsegError(untrusted_message(self.bundle_dir, self.expressions))
+        self.trust = bool(trust)
+        self.config = load_bundle_config(self.bundle_dir, trust=self.trust)
+        self.config_path = self.config.config_path
+        self.roots = bundle_roots(self.config.content)
+        self.findings = config_findings(self.config, self.roots)
+        if self.findings and not self.trust:
+            raise CxsegError(untrusted_message(f"bundle {self.bundle_dir}", self.findings))
         self.device = device
-        self._raw = raw
         self._parsed = False
 
     # ------------------------------------------------------------------ building
@@ -239,53 +148,27 @@ class BundleModel:
         import torch
         from monai.bundle import ConfigParser
 
-        parser = ConfigParser()
-        parser.read_config(str(self.config_path))
-        meta = self.bundle_dir / "configs" / "metadata.json"
-        if meta.is_file():
-            parser.read_meta(str(meta))
-        parser["bundle_root"] = str(self.bundle_dir)
-        parser["device"] = f"$torch.device('{torch.device(self.device)}')"
-        self.parser = parser
-        self.image_key = str(self._plain(parser, "image_key", "image"))
+        overrides = {"bundle_root": str(self.bundle_dir), "device": torch.device(self.device)}
+        parser = ConfigParser(evaluable_config(self.config.content, self.roots, overrides, trust=self.trust))
+        image_key = self.config.content.get("image_key", "image")
+        self.image_key = image_key if isinstance(image_key, str) and image_key[:1] not in "$@%" else "image"
         try:
-            net_id = "network_def" if "network_def" in parser else "network"
-            self.network = parser.get_parsed_content(net_id, instantiate=True)
-            self.preprocessing = parser.get_parsed_content("preprocessing", instantiate=True)
-            self.inferer = parser.get_parsed_content("inferer", instantiate=True)
-            self.postprocessing = (
-                parser.get_parsed_content("postprocessing", instantiate=True) if "postprocessing" in parser else None
-            )
+            with on_sys_path(self.bundle_dir, enabled=self.trust):
+                built = [parser.get_parsed_content(i, instantiate=True) for i in self.roots]
         except CxsegError:
             raise
         except Exception as e:  # anything a config may raise while instantiating
             raise CxsegError(f"bundle {self.bundle_dir}: cannot build it from {self.config_path.name}: "
                              f"{type(e).__name__}: {e}") from None
-        self._strip_io(self.preprocessing)
-        if self.postprocessing is not None:
-            self._strip_io(self.postprocessing)
+        self.network, self.preprocessing, self.inferer = built[:3]
+        self.postprocessing = built[3] if len(built) > 3 else None
         self.network = self._load_weights(self.network)
         self._parsed = True
-
-    @staticmethod
-    def _plain(parser: Any, key: str, default: Any) -> Any:
-        val = parser.get(key, default)
-        return default if isinstance(val, str) and val.startswith(("$", "@", "%")) else val
-
-    @staticmethod
-    def _strip_io(compose: Any) -> None:
-        """Remove file loading/saving transforms in place (shared with the bundle's Invertd)."""
-        transforms = getattr(compose, "transforms", None)
-        if transforms is None:
-            return
-        kept = [t for t in transforms if type(t).__name__ not in _IO_TRANSFORMS]
-        for t in kept:
-            BundleModel._strip_io(t)
-        compose.transforms = type(transforms)(kept) if isinstance(transforms, tuple | list) else kept
 
     def _load_weights(self, network: Any) -> Any:
         import torch
 
+        from .trust import load_torchscript
         from .weights import load_into
 
         pt = self.bundle_dir / "models" / "model.pt"
@@ -293,7 +176,7 @@ class BundleModel:
         if pt.is_file() and isinstance(network, torch.nn.Module):
             load_into(network, pt, what=f"network_def of bundle {self.bundle_dir.name}")
         elif ts.is_file():
-            network = torch.jit.load(str(ts), map_location="cpu")
+            network = load_torchscript(ts, self.trust, what=f"bundle {self.bundle_dir}")
         elif not pt.is_file():
             raise CxsegError(f"bundle {self.bundle_dir} has no models/model.pt or models/model.ts")
         return network.to(self.device).eval()

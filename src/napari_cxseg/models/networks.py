@@ -2,6 +2,8 @@
 
 Only classes of ``monai.networks.nets`` can be named by a card (a card is data, not code);
 TorchScript files and TorchXRayVision's PSPNet are the two other ways a network comes in.
+A TorchScript file is a program (PyTorch's security model): it loads only when trusted
+(:func:`napari_cxseg.models.trust.load_torchscript`).
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ def build_network(card: ModelCard) -> torch.nn.Module:
     return net
 
 
-def load_network(card: ModelCard, weights: str | Path | None = None) -> torch.nn.Module:
+def load_network(card: ModelCard, weights: str | Path | None = None, trust: bool = False) -> torch.nn.Module:
     """The card's network with its weights, in eval mode, on the CPU.
 
     Parameters
@@ -65,9 +67,16 @@ def load_network(card: ModelCard, weights: str | Path | None = None) -> torch.nn
     weights
         The weights file; resolved with :func:`~napari_cxseg.models.weights.resolve_weights`
         when not given.
-    """
-    import torch
+    trust
+        Allow TorchScript weights (``torchscript`` cards, ``.ts`` files): they are code.
 
+    Raises
+    ------
+    CxsegError
+        For TorchScript weights without ``trust`` (saying why and how to trust them), or
+        weights that do not fit the card's network.
+    """
+    from .trust import load_torchscript
     from .weights import load_into, resolve_weights
 
     src = card.weights.source
@@ -78,11 +87,7 @@ def load_network(card: ModelCard, weights: str | Path | None = None) -> torch.nn
         return net.eval()
     path = Path(weights) if weights is not None else resolve_weights(card)
     if src == "torchscript" or path.suffix.lower() == ".ts":
-        try:
-            net = torch.jit.load(str(path), map_location="cpu")
-        except (RuntimeError, ValueError, OSError) as e:
-            raise CxsegError(f"model {card.name}: {path} is not a TorchScript file: {e}") from None
-        return net.eval()
+        return load_torchscript(path, trust, what=f"model {card.name}").eval()
     net = build_network(card)
     load_into(net, path, what=f"{card.network.name} of model {card.name}")
     return net.eval()

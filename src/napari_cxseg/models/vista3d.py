@@ -29,11 +29,11 @@ Box: VISTA3D has no box input. Without positive clicks the box's centre becomes 
 network's new output is confined to the box's footprint (along the axes the box spans); the
 existing mask is left as it is outside the box.
 
-Security: a bundle config's ``$`` expressions (and ``_target_`` outside MONAI/torch) are code;
-they run only with ``trust=True``. Otherwise the network is built here: from ``network_def``
-when that is plain data (:func:`is_plain_network_def`: ``monai.networks.`` targets and plain
-values only), else ``vista3d132(encoder_embed_dim=48, in_channels=<input_channels>)``, which is
-what the real bundle's ``network_def`` expression builds. Settings (``patch_size``, ``resample_spacing``, ``ScaleIntensityRanged``
+Security: code in a bundle config (see :mod:`napari_cxseg.models.trust`, the one decision shared
+with the bundle runner) runs only with ``trust=True``. Otherwise the network is built from
+``network_def`` when what MONAI evaluates for it holds no code (:func:`is_plain_network_def`),
+else as ``vista3d132(encoder_embed_dim=48, in_channels=<input_channels>)``, which is what the
+real bundle's ``network_def`` expression builds. Settings (``patch_size``, ``resample_spacing``, ``ScaleIntensityRanged``
 numbers, ``subclass`` keys) are read from the config only when they are plain values. Weights
 load with ``torch.load(..., weights_only=True)`` (:func:`~napari_cxseg.models.weights.load_state_dict`).
 
@@ -49,11 +49,10 @@ from __future__ import annotations
 
 import contextlib
 import math
-import sys
 import threading
 import warnings
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -287,64 +286,18 @@ def box_footprint(shape: Sequence[int], box: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------- bundle
 
 
-#: Keys of a ``network_def`` dict taken as plain data (others, e.g. ``_mode_``, are not).
-_PLAIN_SPECIAL_KEYS = ("_target_", "_disabled_", "_desc_")
-
-
-def _is_monai_network_class(name: Any) -> bool:
-    """A ``_target_`` that resolves, through modules only, to a ``torch.nn.Module`` class of
-    ``monai.networks`` (no re-exported module such as ``monai.networks.utils.torch.os``)."""
-    import importlib
-
-    import torch
-
-    from .bundle import is_safe_target
-
-    if not isinstance(name, str) or not name.startswith("monai.networks.") or not is_safe_target(name):
-        return False
-    mod_name, _, attr = name.rpartition(".")
-    try:
-        obj = getattr(importlib.import_module(mod_name), attr, None)
-    except Exception:
-        obj = None
-        for i in range(len(name.split(".")) - 1, 0, -1):
-            try:
-                obj = importlib.import_module(".".join(name.split(".")[:i]))
-            except Exception:
-                continue
-            for a in name.split(".")[i:]:
-                obj = getattr(obj, a, None)
-            break
-    return (
-        isinstance(obj, type)
-        and issubclass(obj, torch.nn.Module)
-        and str(obj.__module__).startswith("monai.networks.")
-    )
-
-
 def is_plain_network_def(value: Any) -> bool:
     """Whether a ``network_def`` can be built without running code of the bundle.
 
-    Plain: a dict whose ``_target_`` entries name ``monai.networks.`` classes, with no other
-    ``_``-keys (``_mode_``, ``_requires_``) and no ``$``/``@``/``%`` strings anywhere.
+    Plain: a component that :func:`napari_cxseg.models.trust.check` finds no code in, and that
+    references nothing outside itself.
     """
+    from .trust import check, closure
+
     if not isinstance(value, dict) or "_target_" not in value:
         return False
-    stack: list[Any] = [value]
-    while stack:
-        v = stack.pop()
-        if isinstance(v, dict):
-            for k, item in v.items():
-                if str(k).startswith("_") and k not in _PLAIN_SPECIAL_KEYS:
-                    return False
-                if k == "_target_" and not _is_monai_network_class(item):
-                    return False
-                stack.append(item)
-        elif isinstance(v, list):
-            stack.extend(v)
-        elif isinstance(v, str) and v.startswith(("$", "@", "%")):
-            return False
-    return True
+    config = {"network_def": value}
+    return closure(config, ["network_def"]) == ["network_def"] and not check(config, ["network_def"])
 
 
 def _plain_numbers(value: Any, n: int, kind: type) -> tuple | None:
@@ -390,86 +343,50 @@ def _settings_from(raw: dict[str, Any], meta: dict[str, Any] | None) -> Vista3DS
     return Vista3DSettings(**kw)
 
 
-def _read_bundle(bdir: Path) -> tuple[Path | None, dict[str, Any], dict[str, Any] | None]:
-    """The config path (or None), the raw config and the raw metadata of a bundle."""
-    import json
-
-    from .bundle import find_config, read_config
+def _read_bundle(bdir: Path, trust: bool) -> Any:
+    """The bundle's merged config (:func:`~napari_cxseg.models.bundle.load_bundle_config`), or
+    None when it has no config."""
+    from .bundle import find_config, load_bundle_config
 
     try:
-        cfg_path: Path | None = find_config(bdir)
+        find_config(bdir)
     except CxsegError:
-        cfg_path = None
-    raw = read_config(cfg_path) if cfg_path is not None else {}
-    if not isinstance(raw, dict):
-        raise CxsegError(f"bundle config {cfg_path} is not a mapping of settings")
-    meta = None
-    meta_path = bdir / "configs" / "metadata.json"
-    if meta_path.is_file():
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            meta = None
-    return cfg_path, raw, meta
+        return None
+    return load_bundle_config(bdir, trust=trust)
 
 
-@contextlib.contextmanager
-def _on_sys_path(folder: Path) -> Iterator[None]:
-    """Let a trusted config's ``$import scripts`` find the bundle's own modules."""
-    sys.path.insert(0, str(folder))
-    try:
-        yield
-    finally:
-        with contextlib.suppress(ValueError):
-            sys.path.remove(str(folder))
+def _build(bc: Any, trust: bool, device: str = "meta") -> tuple[Any, str]:
+    """The network (on the meta device by default) and a description for error messages.
 
-
-def _build_trusted(bdir: Path, cfg_path: Path) -> Any:
-    """Instantiate ``network_def`` with MONAI's ConfigParser (runs the config's code)."""
-    from monai.bundle import ConfigParser
-
-    parser = ConfigParser()
-    parser.read_config(str(cfg_path))
-    meta = bdir / "configs" / "metadata.json"
-    if meta.is_file():
-        parser.read_meta(str(meta))
-    parser["bundle_root"] = str(bdir)
-    parser["device"] = "$torch.device('cpu')"
-    net_id = "network_def" if "network_def" in parser else "network"
-    try:
-        with _on_sys_path(bdir):
-            return parser.get_parsed_content(net_id, instantiate=True)
-    except Exception as e:  # anything a config may raise
-        raise CxsegError(
-            f"bundle {bdir}: cannot build {net_id} from {cfg_path.name}: {type(e).__name__}: {e}"
-        ) from None
-
-
-def _build_untrusted(raw: dict[str, Any], bdir: Path, device: str = "meta") -> tuple[Any, str]:
-    """The network built without running config code (on the meta device by default).
-
-    Returns the network and a description for error messages.
+    Built by MONAI from the config's ``network_def`` when it holds no code, or when trusted;
+    otherwise ``vista3d132(encoder_embed_dim=48, in_channels=<input_channels>)``, which is what
+    the real bundle's ``network_def`` expression builds.
     """
     import torch
 
-    net_def = raw.get("network_def", raw.get("network"))
-    with torch.device(device):
-        if is_plain_network_def(net_def):
-            from monai.bundle import ConfigParser
+    raw = bc.content if bc is not None else {}
+    net_id = "network_def" if "network_def" in raw else "network"
+    if bc is not None and net_id in raw:
+        from monai.bundle import ConfigParser
 
+        from .bundle import config_findings
+        from .bundle_config import evaluable_config, on_sys_path
+
+        if trust or not config_findings(bc, [net_id]):
+            overrides = {"bundle_root": str(bc.bundle_dir), "device": torch.device("cpu")}
+            parser = ConfigParser(evaluable_config(raw, [net_id], overrides, trust=trust))
             try:
-                net = ConfigParser({"network_def": net_def}).get_parsed_content(
-                    "network_def", instantiate=True
-                )
-            except Exception as e:  # a bad plain config
-                raise CxsegError(
-                    f"bundle {bdir}: cannot build the plain network_def: {type(e).__name__}: {e}"
-                ) from None
-            return net, "network_def of the config"
-        from monai.networks.nets import vista3d132
+                with torch.device(device), on_sys_path(bc.bundle_dir, enabled=trust):
+                    net = parser.get_parsed_content(net_id, instantiate=True)
+            except Exception as e:  # anything a config may raise
+                raise CxsegError(f"bundle {bc.bundle_dir}: cannot build {net_id} from "
+                                 f"{bc.config_path.name}: {type(e).__name__}: {e}") from None
+            return net, f"{net_id} of the config"
+    from monai.networks.nets import vista3d132
 
-        ch = raw.get("input_channels", 1)
-        ch = ch if isinstance(ch, int) and not isinstance(ch, bool) and ch > 0 else 1
+    ch = raw.get("input_channels", 1)
+    ch = ch if isinstance(ch, int) and not isinstance(ch, bool) and ch > 0 else 1
+    with torch.device(device):
         return vista3d132(encoder_embed_dim=48, in_channels=ch), "VISTA3D network (vista3d132)"
 
 
@@ -512,9 +429,13 @@ def load_vista3d(
     if not pt.is_file():
         raise CxsegError(f"VISTA3D bundle {bdir} has no weights file {pt}; {DOWNLOAD_HINT}")
     dev = pick_device(device if device is not None else "auto")
-    cfg_path, raw, meta = _read_bundle(bdir)
+    bc = _read_bundle(bdir, trust)
+    raw = bc.content if bc is not None else {}
+    meta = raw.get("_meta_") if isinstance(raw.get("_meta_"), dict) else None
     stamp = pt.stat()
-    cfg_stamp = cfg_path.stat().st_mtime_ns if cfg_path is not None else 0
+    meta_path = bdir / "configs" / "metadata.json"
+    cfg_stamp = (bc.config_path.stat().st_mtime_ns if bc is not None else 0,
+                 meta_path.stat().st_mtime_ns if meta_path.is_file() else 0)
     key = (str(bdir), str(dev), bool(trust), stamp.st_mtime_ns, stamp.st_size, cfg_stamp)
     with _CACHE_LOCK:  # two viewers / workers must not load the network twice
         if key in _CACHE:
@@ -523,14 +444,13 @@ def load_vista3d(
 
         settings = _settings_from(raw, meta)
         state = load_state_dict(pt)
-        if trust and cfg_path is not None:
-            net = _build_trusted(bdir, cfg_path)
-            what = f"network_def of bundle {bdir.name}"
+        if trust:
+            net, what = _build(bc, trust, device="cpu")
             if not isinstance(net, torch.nn.Module):
                 raise CxsegError(f"bundle {bdir}: network_def did not give a torch module")
-            load_into(net, state, what=what)
+            load_into(net, state, what=f"{what} of bundle {bdir.name}")
         else:
-            net, what = _build_untrusted(raw, bdir)
+            net, what = _build(bc, trust)
             if not isinstance(net, torch.nn.Module):
                 raise CxsegError(f"bundle {bdir}: network_def did not give a torch module")
             # check names and shapes on the meta device first (no memory, no random init) ...
@@ -539,7 +459,7 @@ def load_vista3d(
                 load_into(net, state, what=f"{what} of bundle {bdir.name}")
             if set(dict(net.named_buffers())) - set(net.state_dict()):
                 # non-persistent buffers are not in the weights: build for real
-                net, _ = _build_untrusted(raw, bdir, device="cpu")
+                net, _ = _build(bc, trust, device="cpu")
             else:
                 net = net.to_empty(device="cpu")
             # ... then fill the real tensors
