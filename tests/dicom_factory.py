@@ -179,6 +179,8 @@ def write_radiograph(
     intercept: float | None = None,
     slope: float | None = None,
     voi_lut_function: str | None = None,
+    patient_orientation: str | None = "L\\F",
+    view_position: str | None = "PA",
 ) -> Path:
     """Write a single-frame radiograph (``stored`` uint16 greyscale, or uint8 RGB ``(r, c, 3)``).
 
@@ -190,6 +192,12 @@ def write_radiograph(
         ``(center, width)`` VOI window, if any.
     spacing_tag
         ``"PixelSpacing"``, ``"ImagerPixelSpacing"`` or ``None`` (no spacing).
+    patient_orientation
+        PatientOrientation (row direction, column direction); the default ``L\\F`` is a PA
+        chest in the standard display (patient's right on the image's left, head up);
+        ``None`` leaves it out.
+    view_position
+        ViewPosition, or ``None``.
     """
     from pydicom.uid import generate_uid
 
@@ -198,8 +206,10 @@ def write_radiograph(
     sop = {"DX": DX_IMAGE_STORAGE, "CR": CR_IMAGE_STORAGE}.get(modality, SC_IMAGE_STORAGE)
     ds = _base_dataset(sop, modality, generate_uid(), generate_uid(), "SYN002")
     ds.InstanceNumber = 1
-    ds.ViewPosition = "PA"
-    ds.PatientOrientation = ["R", "F"]
+    if view_position is not None:
+        ds.ViewPosition = view_position
+    if patient_orientation is not None:
+        ds.PatientOrientation = patient_orientation.split("\\")
     ds.ImageType = ["ORIGINAL", "PRIMARY"]
     if modality == "DX":
         ds.PresentationIntentType = "FOR PRESENTATION"

@@ -106,11 +106,27 @@ def test_missing_path_and_empty_folder(tmp_path):
         io.read(tmp_path / "nothing")
 
 
-def test_corrupt_sidecar_names_the_sidecar(tmp_path):
-    path = _nii(tmp_path / "lab.nii.gz", np.zeros((3, 3, 3), np.uint8))
-    (tmp_path / "lab.labels.json").write_text("{broken")
-    with pytest.raises(CxsegError, match=r"lab\.labels\.json"):
-        io.read(path)
+def test_corrupt_sidecar_is_ignored_with_a_reason_naming_it(tmp_path):
+    """A broken sidecar never makes its label file unreadable: ignored, and the reason kept."""
+    data = np.zeros((3, 3, 3), np.uint8)
+    data[0] = 1
+    path = _nii(tmp_path / "lab.nii.gz", data)
+    (tmp_path / "lab.nii.gz.labels.json").write_text("{broken")
+    (lm,) = io.read(path)
+    assert lm.classes[1].name == "class 1"
+    assert lm.meta["sidecar"]["used"] is False
+    assert "not readable JSON" in lm.meta["sidecar"]["reason"]
+    assert any("lab.nii.gz.labels.json" in w for w in lm.meta["warnings"])
+    # an earlier version's name: ignored the same way (no warning: it may belong to another file)
+    (tmp_path / "lab.nii.gz.labels.json").unlink()
+    (tmp_path / "lab.labels.json").write_text("[1, 2]")
+    (lm,) = io.read(path)
+    assert lm.meta["sidecar"] == {
+        "path": str(tmp_path / "lab.labels.json"),
+        "used": False,
+        "reason": "it is not a JSON object",
+        "legacy": True,
+    }
 
 
 def test_msd_label_grid_differs_from_image_grid(tmp_path):

@@ -35,8 +35,16 @@ def test_8bit_grey_png_kept_as_float32(tmp_path):
     assert img.geometry.frame == "image" and img.geometry.ndim == 2
     np.testing.assert_array_equal(img.geometry.spacing, [1.0, 1.0])
     assert img.modality == "XR"
-    assert img.geometry.source == {"path": str(tmp_path / "cxr.png"), "format": "png", "role": "image"}
+    src = dict(img.geometry.source)
+    assert src.pop("orientation") == img.meta["orientation"]
+    assert src == {"path": str(tmp_path / "cxr.png"), "format": "png", "role": "image"}
     assert img.meta["window"] == (0.0, 255.0)
+    # a plain PNG says nothing about its orientation: shown as stored, and the layer says so
+    assert img.meta["orientation"]["known"] is False
+    assert img.meta["orientation"]["source"] == "none"
+    assert img.meta["orientation"]["applied"] == "none"
+    assert "assumed to be shown as acquired" in img.meta["orientation"]["note"]
+    assert img.geometry.disk_ornt is None
 
 
 def test_16bit_grey_png_kept_as_uint16(tmp_path):
@@ -130,7 +138,7 @@ def test_png_label_round_trip_with_names_and_spacing(tmp_path):
     classes = {1: LabelClass("right lung", "#1f77b4"), 2: LabelClass("left lung", "#ff7f0e")}
     lm = LabelMap(ids, geom, classes, meta={"reference_image_path": "/data/cxr.dcm"})
     files = io.write_labels(lm, tmp_path / "lungs.png")
-    assert files == [str(tmp_path / "lungs.png"), str(tmp_path / "lungs.labels.json")]
+    assert files == [str(tmp_path / "lungs.png"), str(tmp_path / "lungs.png.labels.json")]
     side = read_sidecar(tmp_path / "lungs.png")
     assert side["classes"]["2"] == {"name": "left lung", "colour": "#ff7f0e"}
     assert side["geometry"]["spacing"] == pytest.approx([0.143, 0.139])

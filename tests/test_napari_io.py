@@ -86,7 +86,7 @@ def test_labels_drawn_on_image_save_with_image_geometry(make_napari_viewer, tmp_
     back = nib.load(out)
     np.testing.assert_allclose(back.affine, affine, atol=1e-6)
     assert np.asarray(back.dataobj).sum() == 1
-    sidecar = json.loads((tmp_path / "drawn.labels.json").read_text())
+    sidecar = json.loads((tmp_path / "drawn.nii.gz.labels.json").read_text())
     assert sidecar["classes"]["1"]["name"] == "nodule"
     # reading back gives the name in napari's status bar
     [relabels] = viewer.open(out, plugin="napari-cxseg")

@@ -143,6 +143,14 @@ class Geometry:
         inv = nio.orientation_inverse(self.disk_ornt) if hasattr(nio, "orientation_inverse") else _ornt_inverse(self.disk_ornt)
         return nio.apply_orientation(np.asarray(held_array), inv)
 
+    def disk_affine(self) -> np.ndarray:
+        """Index->world affine of the array as stored (``affine`` when nothing was reoriented)."""
+        if self.disk_ornt is None or self.disk_shape is None:
+            return self.affine.copy()
+        import nibabel.orientations as nio
+
+        return self.affine @ np.linalg.inv(nio.inv_ornt_aff(self.disk_ornt, self.disk_shape))
+
     # ------------------------------------------------------------------ napari
     def layer_kwargs(self) -> dict[str, Any]:
         """napari layer keyword arguments that place the held array in the world.
@@ -207,11 +215,12 @@ class Geometry:
         if self.source_affine is not None and self.source.get("format") == "nifti":
             return self.to_disk(held_array), self.source_affine.copy()
         if self.frame == "image" or self.ndim == 2:
-            # a radiograph plane: x = column, y = row, unit z
-            arr = np.asarray(held_array).T[..., None]
-            sp = self.spacing
-            aff = np.diag([sp[1], sp[0], 1.0, 1.0])
-            aff[:2, 3] = self.origin[::-1]
+            # a radiograph plane, on the file's own pixel grid: x = column, y = row, unit z
+            arr = np.asarray(self.to_disk(held_array)).T[..., None]
+            d = self.disk_affine()
+            aff = np.eye(4)
+            aff[:2, :2] = d[:2, :2][::-1, ::-1]
+            aff[:2, 3] = d[:2, 2][::-1]
             return arr, aff
         arr = np.asarray(held_array).transpose(2, 1, 0)
         perm = np.eye(4)[[2, 1, 0, 3]]  # index (x,y,z) -> held index (z,y,x)
@@ -301,6 +310,58 @@ def held_geometry(disk_shape: tuple[int, ...], affine_world: np.ndarray, **kw: A
         disk_ornt=None if np.array_equal(ornt, identity) else ornt,
         disk_shape=tuple(disk_shape[:n]),
         **kw,
+    )
+
+
+def radiograph_geometry(
+    disk_shape: tuple[int, ...],
+    spacing: tuple[float, float] | np.ndarray = (1.0, 1.0),
+    ornt: np.ndarray | None = None,
+    source: dict[str, Any] | None = None,
+    affine: np.ndarray | None = None,
+) -> Geometry:
+    """Detector-plane geometry of a radiograph held in its standard display.
+
+    Parameters
+    ----------
+    disk_shape
+        ``(rows, columns)`` of the image as stored.
+    spacing
+        Pixel spacing of the stored image, ``(between rows, between columns)`` in mm.
+    ornt
+        nibabel orientation (transpose/flip only) from the stored array to the displayed one
+        (from DICOM PatientOrientation or EXIF, see ``io.orientation``); ``None`` for none.
+    source
+        ``Geometry.source``.
+    affine
+        Held index->world affine to use instead of the one built from ``spacing`` (e.g. kept in
+        a label file's sidecar).
+
+    Returns
+    -------
+    Geometry
+        ``frame="image"``; ``affine`` maps held (row, column) indices to world (row, column) mm
+        with the origin at the first held pixel, so the same anatomy lands at the same world
+        point however the file stored it; ``disk_ornt``/``disk_shape`` let writers put labels
+        back on the stored grid.
+    """
+    shape = tuple(int(s) for s in disk_shape[:2])
+    sp = [float(v) for v in spacing]
+    o = None if ornt is None else np.asarray(ornt, float)
+    if o is not None and np.array_equal(o, [[0, 1], [1, 1]]):
+        o = None
+    if affine is None:
+        held_sp = list(sp)
+        if o is not None:
+            for axis, (held, _) in enumerate(o):
+                held_sp[int(held)] = sp[axis]
+        affine = np.diag([held_sp[0], held_sp[1], 1.0])
+    return Geometry(
+        affine=np.asarray(affine, float),
+        frame="image",
+        disk_ornt=o,
+        disk_shape=shape,
+        source=dict(source or {}),
     )
 
 

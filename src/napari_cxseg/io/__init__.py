@@ -4,6 +4,12 @@
 task), ``detect_format`` is the cheap check the napari reader uses to claim a path, and
 ``write_labels`` dispatches on the target's extension. No Qt or napari import here; format
 libraries are imported when a file is read.
+
+Every reader checks the size its header implies against the file and the memory budget
+before it allocates (:mod:`.limits`); radiographs are held in the standard display that their
+DICOM PatientOrientation or EXIF orientation asks for (:mod:`.orientation`); a label sidecar is
+keyed to the exact file it describes and never decides on its own what a file is
+(:mod:`.sidecar`).
 """
 
 from __future__ import annotations

@@ -4,7 +4,10 @@ Pixel data go through the DICOM display pipeline: modality LUT (rescale) -> VOI 
 -> MONOCHROME1 inversion, so that a MONOCHROME1 and a MONOCHROME2 encoding of the same
 radiograph give the same array (air dark, bone bright), as models trained on exported PNG/JPEG
 radiographs expect. The world frame is the detector plane: ``frame="image"``, world = (row,
-column) in mm.
+column) in mm. PatientOrientation (0020,0020) is honoured: a radiograph stored another way than
+the standard display (``L\\F`` for a PA/AP view: the patient's right on the screen's left, head
+up) is transposed/flipped into it (see :mod:`.orientation`), and writers put labels back on the
+stored grid. The header's pixel size is checked before decoding (:mod:`.dicom_limits`).
 """
 
 from __future__ import annotations
@@ -14,8 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from ..geometry import Geometry
+from ..geometry import radiograph_geometry
 from ..images import CxsegError, Image
+from .orientation import from_patient_orientation
 
 #: ITU-R BT.601 luma weights for RGB -> grey.
 LUMA = np.array([0.299, 0.587, 0.114])
@@ -110,14 +114,17 @@ def read_radiograph(path: str | Path) -> Image:
         ``(rows, cols)`` float32 display values (modality LUT, VOI LUT/window and MONOCHROME1
         inversion applied; RGB converted to grey), ``frame="image"`` geometry with the spacing
         of ``PixelSpacing``, else ``ImagerPixelSpacing``, else ``NominalScannedPixelSpacing``,
-        else 1 mm. ``meta`` has ``source_path``, ``window`` (display range), ``spacing_source``
-        (the attribute used, or ``"default"``), ``photometric``, ``voi`` and, when something
+        else 1 mm, held in the standard display when PatientOrientation says how it was stored
+        (``geometry.disk_ornt`` records the transpose/flip). ``meta`` has ``source_path``,
+        ``window`` (display range), ``spacing_source`` (the attribute used, or ``"default"``),
+        ``photometric``, ``voi``, ``orientation`` (see :mod:`.orientation`) and, when something
         is doubtful, ``warnings`` (a list of sentences).
 
     Raises
     ------
     CxsegError
-        Not DICOM, empty, truncated or undecodable pixel data, multi-frame, not an image.
+        Not DICOM, empty, truncated or undecodable pixel data, multi-frame, not an image, or a
+        header whose pixel size exceeds the file or the memory budget.
     """
     import pydicom
     from pydicom.errors import InvalidDicomError
@@ -127,6 +134,9 @@ def read_radiograph(path: str | Path) -> Image:
         raise CxsegError(f"No such file: {p}")
     if p.stat().st_size == 0:
         raise CxsegError(f"Empty file (0 bytes), not a DICOM radiograph: {p}")
+    from .dicom_limits import check_dicom_pixels
+
+    check_dicom_pixels(p)  # a header too large to be true fails before the pixels are read
     try:
         ds = pydicom.dcmread(p)
     except InvalidDicomError:
@@ -194,7 +204,10 @@ def read_radiograph(path: str | Path) -> Image:
         warnings.append("no PixelSpacing or ImagerPixelSpacing: 1.0 mm pixels assumed")
 
     modality = str(ds.get("Modality", "") or "")
-    affine = np.diag([spacing[0], spacing[1], 1.0])
+    laterality = ds.get("ImageLaterality") or ds.get("Laterality")
+    orientation = from_patient_orientation(
+        ds.get("PatientOrientation"), str(ds.get("ViewPosition", "") or ""), laterality
+    )
     source = {
         "path": str(p),
         "format": "dicom",
@@ -205,8 +218,9 @@ def read_radiograph(path: str | Path) -> Image:
         "sop_instance_uid": str(ds.get("SOPInstanceUID", "")),
         "dicom_files": [str(p)],
         "modality": modality,
+        "orientation": dict(orientation.info),
     }
-    geom = Geometry(affine=affine, frame="image", disk_shape=arr.shape, source=source)
+    geom = radiograph_geometry(arr.shape, spacing, orientation.ornt, source=source)
     meta: dict[str, Any] = {
         "source_path": str(p),
         "name": p.stem,
@@ -214,6 +228,7 @@ def read_radiograph(path: str | Path) -> Image:
         "spacing_source": spacing_source,
         "photometric": photometric,
         "voi": voi,
+        "orientation": orientation.info,
     }
     if ds.get("ViewPosition"):
         meta["view_position"] = str(ds.ViewPosition)
@@ -226,4 +241,5 @@ def read_radiograph(path: str | Path) -> Image:
         meta["magnification"] = float(ds.EstimatedRadiographicMagnificationFactor)
     if warnings:
         meta["warnings"] = warnings
-    return Image(array=arr, geometry=geom, modality=modality, meta=meta)
+    held = np.ascontiguousarray(geom.from_disk(arr))
+    return Image(array=held, geometry=geom, modality=modality, meta=meta)

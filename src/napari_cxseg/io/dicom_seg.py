@@ -16,8 +16,15 @@ from typing import Any
 
 import numpy as np
 
-from ..geometry import Geometry, held_geometry, world_from_lps_affine, world_to_voxel
+from ..geometry import (
+    Geometry,
+    held_geometry,
+    radiograph_geometry,
+    world_from_lps_affine,
+    world_to_voxel,
+)
 from ..images import CxsegError, LabelClass, LabelMap, default_colour
+from .orientation import from_patient_orientation
 
 #: Segmented property category and type of every segment: a generic anatomical structure
 #: (SCT 91723000); the class name says what it is.
@@ -202,15 +209,18 @@ def write_dicom_seg(
             )
         sources = [_read_source(files[0])]
         rows, cols = int(sources[0].Rows), int(sources[0].Columns)
-        if arr.shape != (rows, cols):
+        lg = label_map.geometry
+        # back on the radiograph's stored grid (it may have been turned for display)
+        stored = lg.to_disk(arr) if lg.ndim == 2 else arr
+        if stored.shape != (rows, cols):
             raise CxsegError(
                 f"Label map is {arr.shape}, its source radiograph {files[0]} is {(rows, cols)}: "
                 "cannot save as DICOM SEG"
             )
-        disk = arr[None]
-        # keep the (Imager)PixelSpacing the label map was placed with; highdicom's reader needs
-        # a SliceThickness, which a projection image lacks: 1 mm, nominal
-        sp = label_map.geometry.spacing
+        disk = stored[None]
+        # keep the (Imager)PixelSpacing the label map was placed with, in stored order;
+        # highdicom's reader needs a SliceThickness, which a projection image lacks: 1 mm
+        sp = np.linalg.norm(lg.disk_affine()[:-1, :-1], axis=0) if lg.ndim == 2 else lg.spacing
         pixel_measures = hd.PixelMeasuresSequence(
             pixel_spacing=[float(sp[0]), float(sp[1])],
             slice_thickness=float(sources[0].get("SliceThickness") or 1.0),
@@ -288,6 +298,10 @@ def write_dicom_seg(
             f"Cannot build a DICOM SEG for {target} from {files[0].parent}: {e}"
         ) from e
     seg.SeriesDescription = str(label_map.meta.get("name") or "Segmentation")[:64]
+    if len(sources) == 1 and sources[0].get("PatientOrientation") and "FrameOfReferenceUID" not in seg:
+        # a radiograph's SEG (no patient frame) says how its pixels are oriented, as its source
+        # does (General Image module, type 2C), so that reading it turns it the same way
+        seg.PatientOrientation = sources[0].PatientOrientation
     atomic_write(target, lambda tmp: seg.save_as(tmp))
     return [str(target)]
 
@@ -423,6 +437,11 @@ def _pixel_spacing(seg: Any) -> tuple[float, float]:
         return 1.0, 1.0
 
 
+def _working_itemsize(ds: Any) -> int:
+    """Bytes per frame pixel the SEG reader needs: float32 for FRACTIONAL SEGs, else 2."""
+    return 4 if str(ds.get("SegmentationType", "")) == "FRACTIONAL" else 2
+
+
 def read_dicom_seg(path: str | Path) -> LabelMap:
     """Read a DICOM Segmentation as a label map.
 
@@ -451,6 +470,9 @@ def read_dicom_seg(path: str | Path) -> LabelMap:
     p = Path(path)
     if not p.is_file():
         raise CxsegError(f"No such file: {p}")
+    from .dicom_limits import check_dicom_pixels, check_volume_budget
+
+    check_dicom_pixels(p, working_itemsize=_working_itemsize)
     try:
         seg = hd.seg.segread(p)
     except Exception as e:  # noqa: BLE001 - pydicom/highdicom raise many types
@@ -484,6 +506,8 @@ def read_dicom_seg(path: str | Path) -> LabelMap:
                 affines.append(np.asarray(v.affine, float))
                 return v.array
 
+            n_seg = len(seg.segment_numbers) if str(seg.SegmentationType) == "FRACTIONAL" else 1
+            check_volume_budget(p, tuple(volume_geometry.spatial_shape), 4 * n_seg)
             labels = _combine(seg, volume, warnings)
             lps = affines[-1]
             geom = held_geometry(
@@ -496,14 +520,13 @@ def read_dicom_seg(path: str | Path) -> LabelMap:
                     f"DICOM SEG {p} has neither regular plane positions nor a single source "
                     "image: cannot place its frames"
                 )
-            array = _combine(seg, lambda **kw: _frames_2d(seg, **kw), warnings)
-            spacing = _pixel_spacing(seg)
-            geom = Geometry(
-                affine=np.diag([spacing[0], spacing[1], 1.0]),
-                frame="image",
-                disk_shape=array.shape,
-                source=source,
+            stored = _combine(seg, lambda **kw: _frames_2d(seg, **kw), warnings)
+            orientation = from_patient_orientation(seg.get("PatientOrientation"))
+            source["orientation"] = dict(orientation.info)
+            geom = radiograph_geometry(
+                stored.shape, _pixel_spacing(seg), orientation.ornt, source=source
             )
+            array = np.ascontiguousarray(geom.from_disk(stored))
     except CxsegError:
         raise
     except Exception as e:  # noqa: BLE001 - highdicom geometry errors

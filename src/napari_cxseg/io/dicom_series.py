@@ -445,7 +445,8 @@ def read_dicom_series(
     ------
     CxsegError
         Several series without ``series_uid``; missing, duplicate or irregular slices; mixed
-        sizes or orientations; unreadable files.
+        sizes or orientations; unreadable files; slice headers claiming more pixel data than
+        their files hold, or a volume beyond the memory budget (checked before allocating).
     """
     headers, source = _select_headers(path_or_files, series_uid)
     if len(headers) == 1 and _is_enhanced(headers[0].dataset):
@@ -460,6 +461,10 @@ def read_dicom_series(
     rescales = [_rescale(h.dataset) for h in headers]
     integral = all(float(s).is_integer() and float(b).is_integer() for s, b in rescales)
     rows, cols = int(ds0.Rows), int(ds0.Columns)
+    from .dicom_limits import check_series_pixels
+
+    # before allocating: every slice file can hold its pixels, the volume fits the budget
+    check_series_pixels([(h.path, h.dataset) for h in headers], itemsize=4)
     out = np.empty((len(headers), rows, cols), dtype=np.int32 if integral else np.float32)
     for k, h in enumerate(headers):
         ds, raw = _pixels(h.path)
@@ -556,6 +561,9 @@ def _read_enhanced(header: SliceHeader, source: str) -> Image:
     import highdicom as hd
 
     path = header.path
+    from .dicom_limits import check_dicom_pixels
+
+    check_dicom_pixels(path, working_itemsize=8)  # highdicom decodes to float64
     _enhanced_volume_geometry(path)  # a clear error when the frames are not a volume
     try:
         vol = hd.imread(path).get_volume(dtype=np.float64)

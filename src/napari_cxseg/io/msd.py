@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from ..images import CxsegError, Image, LabelClass, LabelMap
-from .nifti import default_classes, read_nifti
+from .label_values import default_classes
+from .nifti import read_nifti
 
 _MR_WORDS = ("MR", "MRI", "T1", "T1W", "T1GD", "T2", "T2W", "FLAIR", "ADC", "DWI", "PD", "T1C")
 
@@ -110,6 +111,9 @@ class MSDTask:
         json_path = p / "dataset.json" if p.is_dir() else p
         if not json_path.is_file():
             raise CxsegError(f"{p} is not an MSD task: no dataset.json in it")
+        from .limits import MAX_DATASET_JSON_BYTES, check_file_size
+
+        check_file_size(json_path, MAX_DATASET_JSON_BYTES, "an MSD dataset.json")
         try:
             props = json.loads(json_path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:

@@ -15,8 +15,22 @@ from typing import Any
 import numpy as np
 
 from ..geometry import Geometry, held_geometry, world_from_ras_affine
-from ..images import CxsegError, Image, LabelClass, LabelMap
-from .sidecar import classes_from_sidecar, has_label_name, label_stem, read_sidecar
+from ..images import CxsegError, Image, LabelMap
+from .label_values import (  # noqa: F401 - count_values, default_classes: used through this module
+    count_values,
+    default_classes,
+    integer_valued,
+    to_label_array,
+)
+from .sidecar import (
+    classes_from_sidecar,
+    find_sidecar,
+    has_label_name,
+    label_stem,
+    note_sidecar,
+    read_sidecar,
+    sidecar_confirms_labels,
+)
 
 #: Without a name hint or sidecar, integer data with at most this many values are labels.
 FEW_VALUES = 64
@@ -56,6 +70,9 @@ def _load(path: Path) -> Any:
         raise CxsegError(f"{path} is a folder, not a NIfTI file")
     if path.stat().st_size == 0:
         raise CxsegError(f"cannot read {path}: the file is empty")
+    from .nifti_header import check_nifti_size
+
+    check_nifti_size(path)  # before nibabel allocates: a header too large to be true fails here
     try:
         img = nib.load(str(path), mmap=False)
     except Exception as e:  # nibabel raises many kinds for non-NIfTI content
@@ -121,72 +138,6 @@ def _geometry_fields(header: Any) -> dict[str, Any]:
     return out
 
 
-def count_values(arr: np.ndarray, limit: int) -> int | None:
-    """Number of distinct values in ``arr`` when it is at most ``limit``, else ``None``.
-
-    Integer data in ``[0, 65535]`` are counted with ``bincount`` (fast on big volumes); other data
-    are screened on a subsample first so that images with many values stop early.
-
-    Parameters
-    ----------
-    arr
-        Any array.
-    limit
-        Largest count of interest.
-
-    Returns
-    -------
-    int or None
-    """
-    a = arr.ravel()
-    if a.size == 0:
-        return 0
-    step = max(1, a.size // 100_000)
-    if np.unique(a[::step]).size > limit:
-        return None
-    counts = _bincount(a)
-    n = int(np.count_nonzero(counts)) if counts is not None else int(np.unique(a).size)
-    return n if n <= limit else None
-
-
-def _bincount(a: np.ndarray) -> np.ndarray | None:
-    """Counts of the values of flat non-negative integer data below 65536, in bounded memory."""
-    if a.dtype.kind not in "uib" or a.size == 0 or a.min() < 0 or int(a.max()) >= 65536:
-        return None
-    hi = int(a.max())
-    counts = np.zeros(hi + 1, dtype=np.int64)
-    chunk = 1 << 22
-    for i in range(0, a.size, chunk):
-        counts += np.bincount(a[i : i + chunk].astype(np.intp), minlength=hi + 1)
-    return counts
-
-
-def integer_valued(arr: np.ndarray) -> bool:
-    """True for non-negative integer data, or floats that hold only such values.
-
-    Parameters
-    ----------
-    arr
-        Any array.
-
-    Returns
-    -------
-    bool
-        False for negative, fractional or non-finite values.
-    """
-    if arr.size == 0:
-        return True
-    if arr.dtype.kind == "b":
-        return True
-    if arr.dtype.kind in "iu":
-        return arr.min() >= 0
-    if arr.dtype.kind == "f":
-        if not np.isfinite(arr).all() or arr.min() < 0:
-            return False
-        return bool(np.all(arr == np.round(arr)))
-    return False
-
-
 def decide_labels(
     arr: np.ndarray,
     path: str | os.PathLike,
@@ -206,7 +157,9 @@ def decide_labels(
     as_labels
         The caller's decision, which wins.
     sidecar
-        The file's parsed ``.labels.json``; one with classes marks a label file.
+        The file's matching sidecar (:func:`~.sidecar.read_sidecar`): it confirms a label map
+        only when its classes name every value and the data are regions
+        (:func:`~.sidecar.sidecar_confirms_labels`); it never turns an image into labels.
     few_values, hinted_values
         Largest number of distinct values of a label map without / with a hint.
 
@@ -216,71 +169,12 @@ def decide_labels(
     """
     if as_labels is not None:
         return bool(as_labels)
-    has_classes = bool(sidecar) and isinstance(sidecar.get("classes"), dict)
     hinted = has_label_name(path)
-    if not (has_classes or hinted) and arr.dtype.kind not in "iub":
-        return False  # float data need a sidecar or a name to be taken for labels
-    if not integer_valued(arr):
-        return False
-    if has_classes:
-        return True
-    return count_values(arr, hinted_values if hinted else few_values) is not None
-
-
-def to_label_array(arr: np.ndarray, path: str | os.PathLike) -> np.ndarray:
-    """Class ids in the smallest unsigned type that holds them (int32 beyond uint16).
-
-    Parameters
-    ----------
-    arr
-        Non-negative integer values (any dtype).
-    path
-        The file, named in errors.
-
-    Returns
-    -------
-    numpy.ndarray
-        uint8, uint16 or int32.
-
-    Raises
-    ------
-    CxsegError
-        For negative or non-integer values (names ``path``).
-    """
-    if not integer_valued(arr):
-        raise CxsegError(
-            f"{path} cannot be a label map: its values are not non-negative integers "
-            f"(dtype {arr.dtype})"
-        )
-    hi = int(arr.max()) if arr.size else 0
-    if hi <= 255:
-        dtype = np.uint8
-    elif hi <= 65535:
-        dtype = np.uint16
-    elif hi <= np.iinfo(np.int32).max:
-        dtype = np.int32
-    else:
-        raise CxsegError(f"{path}: class id {hi} is too large for a label map")
-    return arr.astype(dtype, copy=False)
-
-
-def default_classes(arr: np.ndarray) -> dict[int, LabelClass]:
-    """Generic names for the classes present in a label array.
-
-    Parameters
-    ----------
-    arr
-        Non-negative integer label array.
-
-    Returns
-    -------
-    dict
-        ``{id: LabelClass("class <id>")}`` for every non-zero id present.
-    """
-    a = arr.ravel()
-    counts = _bincount(a)
-    ids = np.flatnonzero(counts) if counts is not None else np.unique(a)
-    return {int(i): LabelClass(f"class {int(i)}") for i in ids if int(i) != 0}
+    if hinted or arr.dtype.kind in "iub":
+        if integer_valued(arr) and count_values(arr, hinted_values if hinted else few_values) is not None:
+            return True
+    # a sidecar only confirms data that already look like labels (its classes, in regions)
+    return sidecar_confirms_labels(arr, sidecar)
 
 
 def read_nifti(
@@ -330,7 +224,8 @@ def read_nifti(
             "fallback affine and may be wrong"
         )
     affine = np.asarray(img.affine, dtype=float)
-    sidecar = read_sidecar(path)
+    lookup = find_sidecar(path)
+    sidecar = lookup.data
     if has_channels:
         if as_labels:
             raise CxsegError(f"{path} has {disk.shape[3]} channels (4D) and cannot be a label map")
@@ -357,6 +252,7 @@ def read_nifti(
         "nifti_header": hdr,
         "warnings": warnings,
     }
+    note_sidecar(lookup, meta)
     if is_labels:
         held = np.ascontiguousarray(geom.from_disk(to_label_array(disk, path)))
         classes = classes_from_sidecar(sidecar) or default_classes(held)

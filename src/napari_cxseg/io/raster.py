@@ -1,8 +1,12 @@
 """PNG/JPEG radiographs and 2D masks (Pillow).
 
 Radiographs live in their detector plane (``frame="image"``, world = (row, column) mm, 1 mm
-pixels unless the sidecar says otherwise) and are shown as stored. Masks become label maps:
-lossy JPEG masks (CXLSeg) are thresholded at half their maximum.
+pixels unless the sidecar says otherwise). An EXIF orientation (tag 274, PNG or JPEG) is
+honoured as a transpose/flip of the held array (``PIL.ImageOps.exif_transpose`` semantics,
+inverted exactly by the writer); without one the image is shown as stored and
+``meta["orientation"]["known"]`` is False. Masks become label maps: lossy JPEG masks (CXLSeg) are
+thresholded at half their maximum. The header's size is checked against the file and the memory
+budget (:mod:`.limits`) before any pixel is decoded.
 """
 
 from __future__ import annotations
@@ -13,10 +17,22 @@ from typing import Any
 
 import numpy as np
 
-from ..geometry import Geometry
+from ..geometry import Geometry, radiograph_geometry
 from ..images import CxsegError, Image, LabelClass, LabelMap
-from .nifti import count_values, default_classes, integer_valued, to_label_array
-from .sidecar import classes_from_sidecar, has_label_name, label_stem, read_sidecar
+from .label_values import count_values, default_classes, integer_valued, to_label_array
+from .orientation import EXIF_ORIENTATION_TAG, Orientation, from_exif
+from .png_labels import write_png_labels
+from .sidecar import (
+    classes_from_sidecar,
+    find_sidecar,
+    has_label_name,
+    label_stem,
+    note_sidecar,
+    read_sidecar,
+    sidecar_confirms_labels,
+)
+
+__all__ = ["raster_kind", "read_raster", "raster_holds_labels", "write_png_labels"]
 
 #: Without a hint, a lossless grey image with at most this many values is a mask.
 FEW_VALUES = 16
@@ -52,21 +68,90 @@ def raster_kind(path: str | os.PathLike) -> str | None:
     return None
 
 
-def _open(path: Path) -> Any:
+#: Fewest bits a stored pixel of each Pillow mode can take in a PNG (1-bit grey and palettes).
+_PNG_MIN_BITS = {"LA": 16, "RGB": 24, "RGBA": 32, "I;16": 16, "I;16B": 16, "I": 16}
+#: Bytes per pixel of the decoded image in Pillow, by mode (default 1 per band).
+_BAND_BYTES = {"I;16": 2, "I;16B": 2, "I;16L": 2, "I": 4, "F": 4}
+
+
+def _header_image(path: Path, kind: str | None) -> Any:
+    """The Pillow image with only its header read (no pixel decoded, no size limit of its own)."""
+    from PIL import Image as PILImage
+    from PIL import JpegImagePlugin, PngImagePlugin
+
+    if kind == "png":
+        return PngImagePlugin.PngImageFile(str(path))
+    if kind == "jpeg":
+        return JpegImagePlugin.JpegImageFile(str(path))
+    return PILImage.open(path)  # another format under a PNG/JPEG name: Pillow's own checks
+
+
+def check_raster_size(im: Any, path: Path, kind: str | None) -> None:
+    """Refuse a PNG/JPEG whose header claims more pixels than the file or the budget allows.
+
+    Parameters
+    ----------
+    im
+        The Pillow image, header read only.
+    path
+        Its file.
+    kind
+        ``"png"``, ``"jpeg"`` or ``None``.
+
+    Raises
+    ------
+    CxsegError
+        A PNG whose scanlines could not come out of a file this size (deflate expands at most
+        1032:1), more pixels than Pillow's decompression-bomb limit (twice
+        ``PIL.Image.MAX_IMAGE_PIXELS``, as ``PIL.Image.open`` enforces; ``None`` lifts it), or a
+        decoded image (plus its float32 grey copy) beyond the memory budget.
+    """
     from PIL import Image as PILImage
 
+    from .limits import check_budget, check_deflate
+
+    w, h = (int(v) for v in im.size)
+    bands = len(im.getbands())
+    what = f"a {w} x {h} {im.mode} image"
+    if kind == "png":
+        bits = _PNG_MIN_BITS.get(im.mode, 1)
+        check_deflate(path, h * (1 + (w * bits + 7) // 8), path.stat().st_size, what)
+    limit = PILImage.MAX_IMAGE_PIXELS
+    if limit and w * h > 2 * limit:
+        raise CxsegError(
+            f"cannot read {path}: its header describes {what} ({w * h} pixels, in a file of "
+            f"{path.stat().st_size} bytes), more than Pillow's decompression-bomb limit of "
+            f"{2 * int(limit)} pixels (PIL.Image.MAX_IMAGE_PIXELS)"
+        )
+    check_budget(path, w * h * (bands * _BAND_BYTES.get(im.mode, 1) + 4), what)
+
+
+def _open(path: Path) -> Any:
     if not path.exists():
         raise CxsegError(f"no such file: {path}")
     if path.is_dir():
         raise CxsegError(f"{path} is a folder, not an image file")
     if path.stat().st_size == 0:
         raise CxsegError(f"cannot read {path}: the file is empty")
+    kind = raster_kind(path)
     try:
-        im = PILImage.open(path)
+        im = _header_image(path, kind)
+    except Exception as e:  # UnidentifiedImageError, SyntaxError, bombs, broken headers ...
+        raise CxsegError(f"cannot read {path} as a PNG/JPEG image: {e}") from e
+    check_raster_size(im, path, kind)
+    try:
         im.load()
-    except Exception as e:  # UnidentifiedImageError, truncated data (OSError), bombs ...
+    except Exception as e:  # truncated data (OSError), decoder errors ...
         raise CxsegError(f"cannot read {path} as a PNG/JPEG image: {e}") from e
     return im
+
+
+def _exif_orientation(im: Any) -> Any:
+    """The EXIF orientation tag (274) of a loaded image, or ``None``."""
+    try:
+        return im.getexif().get(EXIF_ORIENTATION_TAG)
+    except Exception:  # noqa: BLE001 - damaged EXIF: treated as absent
+        return None
 
 
 def _luminance(rgb: np.ndarray) -> np.ndarray:
@@ -132,18 +217,18 @@ def _decide(
 ) -> bool:
     if as_labels is not None:
         return bool(as_labels)
-    if sidecar and isinstance(sidecar.get("classes"), dict):
-        return True
     hinted = has_label_name(path)
-    if kind == "jpeg":  # lossy: values spread, only the name can tell
+    if kind == "jpeg":  # lossy: values spread, only the name can tell (never a sidecar)
         return hinted
     if im.mode.startswith("P"):  # palette indices are class ids (VOC-style masks)
-        return hinted or count_values(np.asarray(im), FEW_VALUES) is not None
+        ids = np.asarray(im)
+        return hinted or count_values(ids, FEW_VALUES) is not None or sidecar_confirms_labels(ids, sidecar)
     if _is_colour(im) and not _grey_rgb(im):
         return hinted and _n_colours(im) <= HINTED_VALUES
-    if not integer_valued(grey):
-        return False
-    return count_values(grey, HINTED_VALUES if hinted else FEW_VALUES) is not None
+    if integer_valued(grey) and count_values(grey, HINTED_VALUES if hinted else FEW_VALUES) is not None:
+        return True
+    # a sidecar only confirms lossless grey data that already look like labels
+    return sidecar_confirms_labels(grey, sidecar)
 
 
 def _grey_rgb(im: Any) -> bool:
@@ -159,22 +244,60 @@ def _n_colours(im: Any) -> int:
     return int(np.unique(packed).size)
 
 
-def _geometry(shape: tuple[int, int], sidecar: dict | None, source: dict[str, Any]) -> Geometry:
-    """Detector-plane geometry: the sidecar's when it fits, else 1 mm pixels at the origin."""
-    aff = np.eye(3)
-    g = (sidecar or {}).get("geometry") if sidecar else None
-    if isinstance(g, dict):
-        try:
-            a = np.asarray(g.get("affine"), dtype=float)
-            if a.shape == (3, 3) and np.isfinite(a).all() and abs(np.linalg.det(a)) > 0:
-                aff = a
-            elif g.get("spacing") is not None:
-                sp = np.asarray(g["spacing"], dtype=float)
-                if sp.shape == (2,) and (sp > 0).all():
-                    aff = np.diag([sp[0], sp[1], 1.0])
-        except (TypeError, ValueError):
-            pass
-    return Geometry(affine=aff, frame="image", disk_shape=shape, source=source)
+def _sidecar_affine(sidecar: dict | None) -> np.ndarray | None:
+    """The held affine a sidecar records (its ``affine``, else its ``spacing``), when valid."""
+    g = (sidecar or {}).get("geometry")
+    if not isinstance(g, dict):
+        return None
+    try:
+        a = np.asarray(g.get("affine"), dtype=float)
+        if a.shape == (3, 3) and np.isfinite(a).all() and abs(np.linalg.det(a)) > 0:
+            return a
+        if g.get("spacing") is not None:
+            sp = np.asarray(g["spacing"], dtype=float)
+            if sp.shape == (2,) and np.isfinite(sp).all() and (sp > 0).all():
+                return np.diag([sp[0], sp[1], 1.0])
+    except (TypeError, ValueError):
+        pass
+    return None
+
+
+def _sidecar_orientation(sidecar: dict | None, shape: tuple[int, int]) -> Orientation | None:
+    """The stored->held orientation a label file's sidecar recorded for its image, if it fits."""
+    g = (sidecar or {}).get("geometry")
+    if not isinstance(g, dict) or g.get("disk_ornt") is None:
+        return None
+    try:
+        ornt = np.asarray(g["disk_ornt"], dtype=float)
+        fits = tuple(int(v) for v in g.get("disk_shape") or ()) == tuple(shape)
+    except (TypeError, ValueError):
+        return None
+    if ornt.shape != (2, 2) or not fits or sorted(ornt[:, 0]) != [0, 1] or not set(ornt[:, 1]) <= {-1, 1}:
+        return None
+    src = g.get("source") if isinstance(g.get("source"), dict) else {}
+    info = dict(src.get("orientation") or {}) if isinstance(src.get("orientation"), dict) else {}
+    info.update(known=True, via="sidecar")
+    info.setdefault("source", "none")
+    return Orientation(ornt, info)
+
+
+def _orientation(im: Any, is_labels: bool, sidecar: dict | None, shape: tuple[int, int]) -> Orientation:
+    """EXIF orientation of the file; for a label file without one, its sidecar's (its image's)."""
+    value = _exif_orientation(im)
+    if value is None and is_labels:
+        found = _sidecar_orientation(sidecar, shape)
+        if found is not None:
+            return found
+    return from_exif(value)
+
+
+def _geometry(
+    shape: tuple[int, int], sidecar: dict | None, source: dict[str, Any], orientation: Orientation
+) -> Geometry:
+    """Detector-plane geometry: the sidecar's affine when it has one, else 1 mm pixels."""
+    return radiograph_geometry(
+        shape, (1.0, 1.0), orientation.ornt, source=source, affine=_sidecar_affine(sidecar)
+    )
 
 
 def read_raster(path: str | os.PathLike, as_labels: bool | None = None) -> Image | LabelMap:
@@ -204,17 +327,32 @@ def read_raster(path: str | os.PathLike, as_labels: bool | None = None) -> Image
     path = Path(path)
     im = _open(path)
     kind = raster_kind(path) or ("jpeg" if (im.format or "").upper() == "JPEG" else "png")
-    sidecar = read_sidecar(path)
+    lookup = find_sidecar(path)
+    sidecar = lookup.data
     grey = _grey(im, path)
     is_labels = _decide(im, grey, path, kind, as_labels, sidecar)
-    source = {"path": str(path), "format": kind, "role": "labels" if is_labels else "image"}
-    geom = _geometry(tuple(grey.shape), sidecar, source)
-    meta: dict[str, Any] = {"source_path": str(path), "name": label_stem(path), "warnings": []}
+    shape = (int(grey.shape[0]), int(grey.shape[1]))
+    orientation = _orientation(im, is_labels, sidecar, shape)
+    source = {
+        "path": str(path),
+        "format": kind,
+        "role": "labels" if is_labels else "image",
+        "orientation": orientation.info,
+    }
+    geom = _geometry(shape, sidecar, source, orientation)
+    meta: dict[str, Any] = {
+        "source_path": str(path),
+        "name": label_stem(path),
+        "warnings": [],
+        "orientation": orientation.info,
+    }
+    note_sidecar(lookup, meta)
     if not is_labels:
         if grey.dtype == np.uint8:
             meta["window"] = (0.0, 255.0)
             grey = grey.astype(np.float32)
-        return Image(array=np.ascontiguousarray(grey), geometry=geom, modality="XR", meta=meta)
+        held = np.ascontiguousarray(geom.from_disk(grey))
+        return Image(array=held, geometry=geom, modality="XR", meta=meta)
 
     classes = classes_from_sidecar(sidecar)
     if sidecar and sidecar.get("reference_image"):
@@ -229,7 +367,8 @@ def read_raster(path: str | os.PathLike, as_labels: bool | None = None) -> Image
             ids = ids * np.uint8(cid) if cid <= 255 else ids.astype(np.uint16) * np.uint16(cid)
             default = {cid: cls}
         arr = to_label_array(ids, path)
-        return LabelMap(array=np.array(arr, copy=True), geometry=geom, classes=classes or default, meta=meta)
+        held = np.array(geom.from_disk(arr), copy=True)
+        return LabelMap(array=held, geometry=geom, classes=classes or default, meta=meta)
     if im.mode.startswith("P"):
         arr = to_label_array(np.asarray(im), path)
     elif _is_colour(im) and not _grey_rgb(im):
@@ -241,7 +380,10 @@ def read_raster(path: str | os.PathLike, as_labels: bool | None = None) -> Image
         values = np.unique(arr)
         if not classes and values.size == 2 and values[0] == 0 and values[1] in (255, 65535):
             arr = (arr > 0).astype(np.uint8)  # a 0/255 binary mask: one class
-    return LabelMap(array=np.ascontiguousarray(arr), geometry=geom, classes=classes or default_classes(arr), meta=meta)
+    held = np.array(geom.from_disk(arr), copy=True)  # a writable copy (PIL's arrays are not)
+    return LabelMap(
+        array=held, geometry=geom, classes=classes or default_classes(arr), meta=meta
+    )
 
 
 def raster_holds_labels(path: str | os.PathLike) -> bool:
@@ -265,63 +407,3 @@ def raster_holds_labels(path: str | os.PathLike) -> bool:
         return False
     kind = raster_kind(p) or "png"
     return _decide(im, grey, p, kind, None, read_sidecar(p))
-
-
-def write_png_labels(
-    label_map: LabelMap, path: str | os.PathLike, overwrite: bool = False
-) -> list[str]:
-    """Write a 2D label map as a PNG of class ids, plus its ``.labels.json`` sidecar.
-
-    Parameters
-    ----------
-    label_map
-        2D integer label map (leading axes of length 1 are dropped). Ids up to 255 are written
-        as 8-bit, up to 65535 as 16-bit grey.
-    path
-        ``.png`` target.
-    overwrite
-        Replace an existing label file (never an image: see :func:`~.atomic.check_target`).
-
-    Returns
-    -------
-    list of str
-        The PNG path and the sidecar path (class names, colours, geometry with ``spacing``).
-
-    Raises
-    ------
-    CxsegError
-        A label map that is not 2D, ids above 65535 or not non-negative integers, an unsafe
-        target, an unwritable folder. Nothing is written then.
-    """
-    from PIL import Image as PILImage
-
-    from .atomic import atomic_write, check_target
-    from .sidecar import write_sidecar
-
-    path = Path(path)
-    if path.suffix.lower() != ".png":
-        raise CxsegError(f"cannot write {path} as PNG: the name must end in .png")
-    arr = np.asarray(label_map.array)
-    while arr.ndim > 2 and arr.shape[0] == 1:
-        arr = arr[0]
-    if arr.ndim != 2:
-        raise CxsegError(
-            f"cannot write {path}: PNG holds 2D labels only, this label map has shape "
-            f"{label_map.array.shape}; save it as NIfTI (.nii.gz) or DICOM SEG (.dcm)"
-        )
-    arr = to_label_array(arr, path)
-    if arr.dtype == np.int32:
-        raise CxsegError(f"cannot write {path}: class ids above 65535 do not fit in a PNG")
-    check_target(path, label_map, overwrite)
-    pil = PILImage.fromarray(np.ascontiguousarray(arr))
-    atomic_write(path, lambda tmp: pil.save(tmp, format="PNG"))
-    geom = label_map.geometry
-    gdict = geom.to_dict()
-    if geom.ndim == 2:
-        gdict["spacing"] = [float(s) for s in geom.spacing]
-    ref = label_map.meta.get("reference_image_path")
-    src = geom.source or {}
-    if not ref and src.get("role") == "image" and src.get("path") and str(src["path"]) != str(path):
-        ref = str(src["path"])
-    sc = write_sidecar(label_map, path, geometry=gdict, reference_image=ref)
-    return [str(path), sc]
