@@ -28,7 +28,12 @@ from napari_cxseg.images import CxsegError  # noqa: E402
 from napari_cxseg.inference import Predictor  # noqa: E402
 from napari_cxseg.models.bundle import BundleModel  # noqa: E402
 from napari_cxseg.models.cards import find_card  # noqa: E402
-from napari_cxseg.models.trust import HOW_TO_TRUST, requires_trust, target_problem  # noqa: E402
+from napari_cxseg.models.trust import (  # noqa: E402
+    HOW_TO_TRUST,
+    requires_trust,
+    target_problem,
+    trust_findings,
+)
 
 HOW = "--trust in the CLI, or confirm in the Segment widget"
 TINY_ARGS = {"spatial_dims": 3, "in_channels": 1, "out_channels": 2, "channels": [4, 8], "strides": [2],
@@ -310,7 +315,7 @@ def test_bypass_attempt_is_refused_and_runs_nothing(attempt, tmp_path, ct_path, 
 
     with pytest.raises(CxsegError, match=f"{where}:.*{HOW}"):
         Predictor(card, device="cpu")
-    assert requires_trust(card)
+    assert requires_trust(card) and where in [f.where for f in trust_findings(card)]
 
     out = tmp_path / "out.nii.gz"
     rc = cli.main(["predict", "--model", str(bundle), "--input", str(ct_path), "--output", str(out),
@@ -363,14 +368,19 @@ def test_trusted_code_still_runs(tmp_path, ct_path):
     assert marker.exists() and lab.array.shape == img.array.shape
 
 
-def test_macro_to_a_fifo_is_never_read(tmp_path):
+def test_macro_to_a_fifo_or_a_missing_file_is_refused_even_trusted(tmp_path):
     cfg = base_config()
     cfg["network_def"] = f"%{tmp_path / 'b'}/configs/fifo.json#net"
+    cfg["inferer"] = "%configs/missing.json#inferer"
     bdir = write_bundle(tmp_path / "b", cfg)
-    os.mkfifo(bdir / "configs" / "fifo.json")
+    os.mkfifo(bdir / "configs" / "fifo.json")  # reading it would block
     for trust in (False, True):
-        with pytest.raises(CxsegError, match="fifo.json is not a regular file"):
+        with pytest.raises(CxsegError, match="network_def: macro .*fifo.json is not a regular file"):
             BundleModel(bdir, trust=trust)
+    cfg["network_def"] = dict(TINY)
+    (bdir / "configs" / "inference.json").write_text(json.dumps(cfg))
+    with pytest.raises(CxsegError, match="inferer: macro %configs/missing.json#inferer: .*missing.json does not exist"):
+        BundleModel(bdir, trust=True)
 
 
 def test_macro_inside_the_bundle_is_expanded(tmp_path, ct_path):
@@ -445,6 +455,7 @@ def torchscript_model(tmp_path) -> Path:
 def test_torchscript_needs_trust(torchscript_model, tmp_path, ct_path, capsys):
     card = find_card(torchscript_model)
     assert card.weights.source == "torchscript" and requires_trust(card)
+    assert [str(f) for f in trust_findings(card)] == [f"{torchscript_model}: TorchScript (a TorchScript file is a program)"]
     img = read_ct(ct_path)
     with pytest.raises(CxsegError) as e:
         Predictor(card, device="cpu").predict(img)

@@ -159,7 +159,7 @@ class _Macros:
         try:
             value = ConfigParser(config=source, globals=False)[ids]
         except (KeyError, ValueError, IndexError) as e:
-            self.out.errors[node_id] = f"macro {text}: {path or 'the config'} has no id {ids!r} ({e})"
+            self.out.errors[node_id] = f"macro {display_id(text)}: {path or 'the config'} has no id {ids!r} ({e})"
             return text
         self.copied += sum(1 for _ in walk(value, ""))
         if self.copied > MAX_MACRO_VALUES:
@@ -172,7 +172,7 @@ class _Macros:
         try:
             real = p.resolve(strict=True)
         except (OSError, RuntimeError):
-            self.out.errors[node_id] = f"macro {text}: {p} does not exist"
+            self.out.errors[node_id] = f"macro {display_id(text)}: {p} does not exist"
             return None
         if not real.is_relative_to(self.bdir) and not self.trust:
             self.out.notes[node_id] = f"a macro reading {real}, outside the bundle folder"
@@ -180,7 +180,7 @@ class _Macros:
         try:
             return read_config(real)
         except CxsegError as e:
-            self.out.errors[node_id] = f"macro {text}: {e}"
+            self.out.errors[node_id] = f"macro {display_id(text)}: {e}"
             return None
 
 

@@ -305,7 +305,7 @@ def check(config: dict[str, Any], roots: Sequence[str], notes: dict[str, str] | 
                 if v.startswith("$"):
                     found.append(Finding(where, v, "a Python expression"))
                 elif v.startswith("%"):
-                    found.append(Finding(where, v, notes.get(sub, "a macro MONAI would expand later")))
+                    found.append(Finding(where, display_id(v), notes.get(sub, "a macro MONAI would expand later")))
                 elif ConfigParser.relative_id_prefix.search(ReferenceResolver.normalize_id(v)):
                     found.append(Finding(where, v, "a relative reference MONAI would resolve later"))
             elif isinstance(v, dict) and "_target_" in v:
@@ -366,33 +366,42 @@ def load_torchscript(path: str | Path, trust: bool, what: str) -> Any:
         raise CxsegError(f"{what}: {path} is not a TorchScript file: {e}") from None
 
 
-def requires_trust(card: Any) -> bool:
-    """Whether running ``card`` runs code from its files (the Segment widget asks first).
+def trust_findings(card: Any) -> list[Finding]:
+    """Why running ``card`` would run code from its files (empty: it runs nothing).
 
-    True for TorchScript weights (``torchscript`` cards, ``.ts`` files, a bundle with only
-    ``models/model.ts``), for a bundle whose evaluated config holds code (:func:`check`), and
-    for a zoo bundle not downloaded yet (its config is unknown).
+    TorchScript weights (``torchscript`` cards, ``.ts`` files, a bundle with only
+    ``models/model.ts``), code in what a bundle evaluates (:func:`check`), and a zoo bundle not
+    downloaded yet (its config is unknown). An unreadable bundle config gives none: it runs
+    nothing, and building it reports why.
     """
     from .weights import bundle_path
 
     w = card.weights
-    if w.source == "torchscript" or any(str(f or "").lower().endswith(".ts") for f in (w.file, w.url)):
-        return True
+    ts = [str(f) for f in (w.file, w.url) if str(f or "").lower().endswith(".ts")]
+    if w.source == "torchscript" or ts:
+        return [Finding(ts[0] if ts else str(w.file), "TorchScript", "a TorchScript file is a program")]
     if w.source != "bundle":
-        return False
+        return []
+    unknown = [Finding(f"bundle {w.bundle}", "not downloaded yet", "its config is unknown")] if card.is_bundle else []
     try:
         bdir = bundle_path(card)
     except CxsegError:
-        return card.is_bundle
+        return unknown
     if not bdir.is_dir():
-        return card.is_bundle  # a network card only takes weights from it (checked when loaded)
+        return unknown  # a network card only takes weights from it (checked when they load)
     if not (bdir / "models" / "model.pt").is_file() and (bdir / "models" / "model.ts").is_file():
-        return True
+        return [Finding(str(bdir / "models" / "model.ts"), "TorchScript", "a TorchScript file is a program")]
     if not card.is_bundle:
-        return False
+        return []
     from .bundle import bundle_findings
 
     try:
-        return bool(bundle_findings(bdir))
+        return bundle_findings(bdir)
     except CxsegError:
-        return False  # an unreadable config runs nothing; BundleModel reports why
+        return []
+
+
+def requires_trust(card: Any) -> bool:
+    """Whether running ``card`` runs code from its files (the Segment widget asks first); see
+    :func:`trust_findings` for why."""
+    return bool(trust_findings(card))
