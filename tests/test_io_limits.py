@@ -3,7 +3,8 @@
 Each crafted file claims far more pixel data than it holds. It is read in a child process whose
 address space is capped (``RLIMIT_AS``) at about 1 GiB, well under what the header claims, so a
 reader that allocates before checking dies with ``MemoryError`` instead of the ``CxsegError``
-these tests expect; the time of the read itself is measured in the child.
+these tests expect; the CPU time of the read itself is measured in the child (wall time is
+reported too, but a shared CI machine makes it a poor assert).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ _CHILD = r"""
 import json, sys, time
 from napari_cxseg import io
 from napari_cxseg.images import CxsegError
-t = time.perf_counter()
+t, cpu = time.perf_counter(), time.process_time()
 try:
     out = io.read(sys.argv[1])
     result = {"ok": [type(o).__name__ for o in out]}
@@ -42,6 +43,7 @@ except CxsegError as e:
 except BaseException as e:  # MemoryError, ValueError ...: the failure these tests guard against
     result = {"other": f"{type(e).__name__}: {e}"}
 result["seconds"] = time.perf_counter() - t
+result["cpu_seconds"] = time.process_time() - cpu  # not slowed by other jobs on the machine
 import resource
 result["maxrss_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps(result))
@@ -76,7 +78,7 @@ def _assert_fast_refusal(result: dict, path: Path, *fragments: str) -> str:
     assert str(path) in msg
     for f in fragments:
         assert f in msg, msg
-    assert result["seconds"] < 1.0, result
+    assert result["cpu_seconds"] < 1.0, result
     assert result["maxrss_kib"] < 600 * 1024, result  # little memory: nothing was allocated
     return msg
 
