@@ -108,3 +108,44 @@ class LabelMap:
 
 class CxsegError(Exception):
     """An error a user can act on: the message names the cause and the file."""
+
+
+def finite_array(array: Any) -> tuple[np.ndarray, int]:
+    """The array with its non-finite values (NaN, +Inf, -Inf) replaced, and how many there were.
+
+    NaN and -Inf become the smallest finite value, +Inf the largest (an image without any
+    finite value becomes zeros). Integer and boolean arrays are always finite and come back
+    as they are; so does a float array without NaN/Inf (no copy is made then).
+
+    Parameters
+    ----------
+    array
+        Any array-like (an image of any dimension, channels included).
+
+    Returns
+    -------
+    array : numpy.ndarray
+        The input when nothing was replaced, else a copy (same dtype) with finite values only.
+    n_replaced : int
+        Number of values that were replaced.
+    """
+    arr = np.asarray(array)
+    if arr.dtype.kind not in "fc":
+        return arr, 0
+    bad = ~np.isfinite(arr)
+    n = int(np.count_nonzero(bad))
+    if n == 0:
+        return arr, 0
+    out = np.array(arr, copy=True)
+    if n == arr.size:
+        out[...] = 0
+        return out, n
+    if arr.dtype.kind == "c":  # complex: no order, use zero
+        out[bad] = 0
+        return out, n
+    good = ~bad
+    low = np.min(arr, where=good, initial=np.inf)
+    high = np.max(arr, where=good, initial=-np.inf)
+    out[np.isnan(arr) | np.isneginf(arr)] = low
+    out[np.isposinf(arr)] = high
+    return out, n

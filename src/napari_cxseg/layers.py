@@ -162,6 +162,8 @@ def layer_to_label_map(data: np.ndarray, meta: dict[str, Any]) -> LabelMap:
             "source_path": md.get("source_path"),
             "reference_image_path": md.get("reference_image_path"),
             "name": meta.get("name"),
+            # the autosaver's key for this layer (editing.recovery.label_map_key)
+            "recovery_key": (md.get("recovery") or {}).get("key"),
         },
     )
 
@@ -201,3 +203,92 @@ def layer_to_image(data: np.ndarray, meta: dict[str, Any]) -> Image:
         modality=modality,
         meta={"source_path": md.get("source_path"), "name": meta.get("name")},
     )
+
+
+# ---------------------------------------------------------------------- world grids
+
+
+def layer_grid_shape(layer: Any) -> tuple[int, ...]:
+    """The spatial shape of a layer's data (an RGB(A) image's colour axis left out)."""
+    shape = tuple(int(n) for n in np.shape(layer.data))
+    if getattr(layer, "rgb", False):
+        shape = shape[:-1]
+    return shape[-int(layer.ndim) :] if len(shape) > int(layer.ndim) else shape
+
+
+def layer_world_affine(layer: Any) -> np.ndarray:
+    """``(n+1, n+1)`` matrix taking a layer's data indices to napari world coordinates.
+
+    Built from the layer's public ``data_to_world`` (scale, translate, rotate, shear and
+    affine all included), so two layers whose transforms are written differently but place
+    their voxels at the same places get the same matrix.
+    """
+    n = int(layer.ndim)
+    origin = np.asarray(layer.data_to_world(np.zeros(n)), float)[-n:]
+    m = np.eye(n + 1)
+    m[:n, n] = origin
+    for i in range(n):
+        unit = np.zeros(n)
+        unit[i] = 1.0
+        m[:n, i] = np.asarray(layer.data_to_world(unit), float)[-n:] - origin
+    return m
+
+
+def _fmt(values: Any) -> str:
+    return "(" + ", ".join(f"{float(v):.4g}" for v in np.ravel(values)) + ")"
+
+
+def grid_differences(
+    shape_a: tuple[int, ...],
+    affine_a: np.ndarray,
+    shape_b: tuple[int, ...],
+    affine_b: np.ndarray,
+    tolerance: float = 0.01,
+) -> list[str]:
+    """What differs between two voxel grids (empty when they are one grid).
+
+    Parameters
+    ----------
+    shape_a, shape_b
+        Spatial shapes of the two arrays.
+    affine_a, affine_b
+        ``(n+1, n+1)`` index -> world matrices (:func:`layer_world_affine`, ``Geometry.affine``).
+    tolerance
+        Largest allowed displacement of any grid corner, as a fraction of the smallest voxel.
+
+    Returns
+    -------
+    list of str
+        Human-readable differences (``"shape (4, 5) vs (4, 6)"``, ``"voxel size ..."``,
+        ``"orientation ..."``, ``"origin ..."``).
+    """
+    shape_a, shape_b = tuple(int(s) for s in shape_a), tuple(int(s) for s in shape_b)
+    if len(shape_a) != len(shape_b):
+        return [f"{len(shape_a)}D vs {len(shape_b)}D"]
+    n = len(shape_a)
+    a, b = np.asarray(affine_a, float), np.asarray(affine_b, float)
+    if a.shape != (n + 1, n + 1) or b.shape != (n + 1, n + 1):
+        return [f"transforms of {a.shape} and {b.shape} for {n}D grids"]
+    out = []
+    if shape_a != shape_b:
+        out.append(f"shape {shape_a} vs {shape_b}")
+    sa, sb = np.linalg.norm(a[:n, :n], axis=0), np.linalg.norm(b[:n, :n], axis=0)
+    voxel = float(min(sa.min(initial=np.inf), sb.min(initial=np.inf)))
+    if not np.isfinite(voxel) or voxel <= 0:
+        return [*out, "a degenerate transform (zero voxel size)"]
+    tol = tolerance * voxel
+    corners = np.array(np.meshgrid(*[[0, max(s - 1, 0)] for s in shape_a], indexing="ij"))
+    corners = np.vstack([corners.reshape(n, -1), np.ones((1, 2**n))])
+    moved = float(np.abs((a - b) @ corners)[:n].max()) if n else 0.0
+    if moved <= tol:
+        return out
+    before = len(out)
+    if np.abs(sa - sb).max() > tol / max(max(shape_a, default=1), 1):
+        out.append(f"voxel size {_fmt(sa)} vs {_fmt(sb)}")
+    if np.abs(a[:n, :n] / sa - b[:n, :n] / sb).max() > 1e-4:
+        out.append("orientation (rotate / shear / affine) differs")
+    if np.abs(a[:n, n] - b[:n, n]).max() > tol:
+        out.append(f"origin {_fmt(a[:n, n])} vs {_fmt(b[:n, n])}")
+    if len(out) == before:
+        out.append(f"voxels placed up to {moved:.3g} apart")
+    return out
