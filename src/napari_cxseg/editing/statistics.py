@@ -48,8 +48,10 @@ def label_statistics(
     list of dict
         One flat dict per class with keys ``label``, ``name``, ``voxels``, then ``area_mm2``
         (2D) or ``volume_mm3`` and ``volume_ml`` (3D); ``mean``, ``std`` (population), ``min``,
-        ``max``, ``median`` of the image inside the class (NaN when empty or without image);
-        ``bbox_<axis>_start`` / ``bbox_<axis>_stop`` (index, half-open, -1 when empty) and
+        ``max``, ``median`` of the image's finite values inside the class (NaN when there are
+        none, or without image) and, with an image, ``non_finite``: how many NaN/Inf voxels of
+        the class were skipped; ``bbox_<axis>_start`` / ``bbox_<axis>_stop`` (index, half-open,
+        -1 when empty) and
         ``centroid_<axis>_mm`` (world coordinates of the voxel-centre mean, napari axis order:
         for volumes LPS (S, P, L) in mm).
     """
@@ -87,7 +89,15 @@ def label_statistics(
         idx = np.nonzero(arr[box] == k)
         centroids[k] = [float(i.mean()) + b.start for i, b in zip(idx, box, strict=True)]
     intensity: dict[str, dict[int, float]] = {}
+    skipped = np.zeros(counts.size if counts is not None else 0, np.int64)
     if img is not None and filled:
+        finite = np.isfinite(img)
+        measured = arr
+        if not finite.all():  # NaN/Inf are left out of the intensities (and counted)
+            skipped = np.bincount(arr[~finite], minlength=skipped.size)
+            measured = np.where(finite, arr, 0)
+            img = np.where(finite, img, 0.0)
+        with_values = [k for k in filled if counts[k] > skipped[k]]
         for key, fn in (
             ("mean", ndi.mean),
             ("std", ndi.standard_deviation),
@@ -95,8 +105,12 @@ def label_statistics(
             ("max", ndi.maximum),
             ("median", ndi.median),
         ):
-            vals = np.atleast_1d(np.asarray(fn(img, arr, filled), dtype=float))
-            intensity[key] = dict(zip(filled, vals.tolist(), strict=True))
+            if not with_values:
+                intensity[key] = {}
+                continue
+            with np.errstate(invalid="ignore", divide="ignore"):  # classes of NaN only: 0 / 0
+                vals = np.atleast_1d(np.asarray(fn(img, measured, with_values), dtype=float))
+            intensity[key] = dict(zip(with_values, vals.tolist(), strict=True))
 
     rows = []
     for k in ids:
@@ -109,7 +123,9 @@ def label_statistics(
             row["volume_mm3"] = cnt * unit
             row["volume_ml"] = cnt * unit / 1000.0
         for key in ("mean", "std", "min", "max", "median"):
-            row[key] = float(intensity[key][k]) if intensity and cnt else float("nan")
+            row[key] = float(intensity[key].get(k, np.nan)) if intensity else float("nan")
+        if img is not None:
+            row["non_finite"] = int(skipped[k]) if k < skipped.size else 0
         box = objects[k - 1] if 0 < k <= len(objects) else None
         for ax, name in enumerate(names):
             row[f"bbox_{name}_start"] = int(box[ax].start) if box is not None else -1
@@ -159,7 +175,7 @@ def histogram(
     bins: int | Sequence[float] = 64,
     value_range: tuple[float, float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Histogram of the image inside class ``label``.
+    """Histogram of the image's finite values inside class ``label``.
 
     Returns
     -------
@@ -172,4 +188,7 @@ def histogram(
     img = np.asarray(image)
     if img.shape != arr.shape:
         raise ValueError(f"image shape {img.shape} and labels shape {arr.shape} differ")
-    return np.histogram(img[arr == label], bins=bins, range=value_range)
+    values = img[arr == label]
+    if values.dtype.kind in "fc":  # NaN/Inf have no bin: skipped, as in label_statistics
+        values = values[np.isfinite(values)]
+    return np.histogram(values, bins=bins, range=value_range)

@@ -25,6 +25,7 @@ from qtpy.QtWidgets import (
 
 from ..images import CxsegError
 from ._jobs import ToolResult
+from ._layers import check_same_grid
 from ._preview import layer_classes, present_ids, slicing_axis, user_labels_layers
 
 if TYPE_CHECKING:
@@ -321,12 +322,9 @@ class LogicalPanel(Panel):
         if src_name not in (THIS_LAYER, layer.name):
             if src_name not in self.host.viewer.layers:
                 raise CxsegError(f"layer '{src_name}' is no longer open")
-            other_labels = np.array(self.host.viewer.layers[src_name].data, copy=True)
-            if other_labels.shape != layer.data.shape:
-                raise CxsegError(
-                    f"'{src_name}' {other_labels.shape} and '{layer.name}' {layer.data.shape} "
-                    "are not on one grid"
-                )
+            source = self.host.viewer.layers[src_name]
+            check_same_grid(source, layer, what="labels")
+            other_labels = np.array(source.data, copy=True)
         elif other == label:
             raise CxsegError("choose another class than the selected one")
         return lambda arr: combine_classes(arr, label, other, op, other_labels, overwrite=overwrite)

@@ -2,24 +2,54 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import weakref
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..images import CxsegError, Image, LabelMap
-from ..layers import META_KEY, labels_layer_data, layer_state, layer_to_image, layer_to_label_map
+from ..images import CxsegError, Image, LabelMap, finite_array
+from ..layers import (
+    META_KEY,
+    grid_differences,
+    labels_layer_data,
+    layer_grid_shape,
+    layer_state,
+    layer_to_image,
+    layer_to_label_map,
+    layer_world_affine,
+)
 
 if TYPE_CHECKING:
     import napari
     from qtpy.QtWidgets import QComboBox
 
 
-def image_from_layer(viewer: napari.Viewer, layer) -> Image:
+def image_from_layer(viewer: napari.Viewer, layer, finite: bool = True) -> Image:
     """The engine :class:`Image` behind an Image layer.
 
     Channels that a reader split into sibling layers (same source file, ``channel_names`` in
     the metadata) are stacked back, in their original order, into one multi-channel image.
+
+    Parameters
+    ----------
+    viewer
+        The viewer holding the layer (and its channel siblings).
+    layer
+        An Image layer, from this plugin's readers or any other source.
+    finite
+        Replace NaN/Inf (:func:`~napari_cxseg.images.finite_array`) and warn with a napari
+        notification naming the layer and the count; ``False`` when only the geometry is used.
     """
+    image = _image_from_layer(viewer, layer)
+    if finite:
+        image.array, n = finite_array(image.array)
+        if n:
+            warn_non_finite(layer, n, image.array.size, "replaced", once=False)
+            image.meta["non_finite_replaced"] = n
+    return image
+
+
+def _image_from_layer(viewer: napari.Viewer, layer) -> Image:
     md = layer.metadata.get(META_KEY) or {}
     names = md.get("channel_names")
     src = md.get("source_path")
@@ -37,6 +67,47 @@ def image_from_layer(viewer: napari.Viewer, layer) -> Image:
             base.channel_names = list(names)
             return base
     return layer_to_image(np.asarray(layer.data), layer_state(layer))
+
+
+#: layers already warned about, with what was said (live previews ask many times)
+_WARNED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def warn_non_finite(layer: Any, n: int, total: int, action: str, once: bool = True) -> str:
+    """Tell the user (napari warning) that ``n`` of ``total`` values of ``layer`` are NaN/Inf.
+
+    Parameters
+    ----------
+    action
+        ``"replaced"`` (by the finite minimum / maximum) or ``"skipped"`` (left out of
+        measurements).
+    once
+        Warn only once per layer and message (previews refresh many times a second).
+
+    Returns
+    -------
+    str
+        The message (widgets show it in their status line too).
+    """
+    if action == "replaced":
+        how = (
+            "replaced by zero (no finite value at all)"
+            if n >= total
+            else "replaced by the image's finite minimum (NaN, -Inf) or maximum (+Inf)"
+        )
+    else:
+        how = "skipped in the measurements"
+    message = f"'{layer.name}' has {n} non-finite value{'s' if n != 1 else ''} (NaN/Inf) of {total}: {how}."
+    try:
+        said = _WARNED.setdefault(layer, set())
+    except TypeError:  # not weak-referenceable: warn every time
+        said = set()
+    if not once or message not in said:
+        said.add(message)
+        from napari.utils.notifications import show_warning
+
+        show_warning(message)
+    return message
 
 
 def _channel_index(layer_name: str, names: list[str]) -> int | None:
@@ -64,23 +135,77 @@ def fill_combo(combo: QComboBox, items: list[str], prefer: str | int | None = No
     combo.blockSignals(False)
 
 
-def image_on_grid(layer, labels) -> np.ndarray:
-    """An Image layer's data (RGB as grey), checked to lie on a Labels layer's grid.
+def check_same_grid(layer, labels, what: str = "image") -> None:
+    """Refuse two layers that do not lie on one world grid (the one check every tool uses).
+
+    Shape, voxel size (scale), origin (translate) and orientation (rotate, shear, affine) must
+    agree within 1 % of a voxel at every corner of the grid.
 
     Raises
     ------
     CxsegError
-        When the image and the labels have different shapes.
+        Naming both layers and what differs.
     """
-    data = np.asarray(layer.data)
-    if layer.rgb:
-        data = data[..., :3] @ np.array([0.299, 0.587, 0.114])
-    if data.shape != labels.data.shape:
+    differences = grid_differences(
+        layer_grid_shape(layer),
+        layer_world_affine(layer),
+        layer_grid_shape(labels),
+        layer_world_affine(labels),
+    )
+    if differences:
         raise CxsegError(
-            f"image '{layer.name}' {data.shape} and labels '{labels.name}' "
-            f"{labels.data.shape} are not on one grid"
+            f"{what} '{layer.name}' and labels '{labels.name}' are not on one world grid: "
+            + "; ".join(differences)
+            + ". Choose layers on the same grid (e.g. labels made for this image)."
         )
-    return data
+
+
+def image_on_grid(layer, labels, non_finite: str = "replace") -> np.ndarray:
+    """An Image layer's data (RGB as grey), checked to lie on a Labels layer's world grid.
+
+    Parameters
+    ----------
+    layer
+        The Image layer whose intensities a tool reads.
+    labels
+        The Labels layer the tool works on.
+    non_finite
+        ``"replace"``: NaN/Inf are replaced (:func:`~napari_cxseg.images.finite_array`) and a
+        warning names the layer and the count; ``"keep"``: left for the caller to skip (a
+        warning says they are skipped).
+
+    Raises
+    ------
+    CxsegError
+        When the two layers are not on one grid (:func:`check_same_grid`).
+    """
+    check_same_grid(layer, labels)
+    raw = layer.data
+    cached = _FINITE.get(layer) if _weakrefable(layer) else None
+    if cached is not None and cached[0] is raw:  # live previews ask many times a second
+        data, cleaned, n = cached[1], cached[2], cached[3]
+    else:
+        data = np.asarray(raw)
+        if layer.rgb:
+            data = data[..., :3] @ np.array([0.299, 0.587, 0.114])
+        cleaned, n = finite_array(data)
+        if _weakrefable(layer):
+            _FINITE[layer] = (raw, data, cleaned, n)
+    if n:
+        warn_non_finite(layer, n, data.size, "replaced" if non_finite == "replace" else "skipped")
+    return cleaned if non_finite == "replace" else data
+
+
+#: per Image layer: (its data object, the array, the array with NaN/Inf replaced, how many)
+_FINITE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _weakrefable(obj: Any) -> bool:
+    try:
+        weakref.ref(obj)
+    except TypeError:
+        return False
+    return True
 
 
 def label_map_from_layer(layer) -> LabelMap:

@@ -166,7 +166,7 @@ def labels_layer_for_image(
     from ..layers import labels_layer_data
     from ._layers import image_from_layer
 
-    img = image_from_layer(viewer, image_layer)
+    img = image_from_layer(viewer, image_layer, finite=False)  # only its grid is used
     top = max(classes, default=1)
     lm = LabelMap(
         array=np.zeros(img.spatial_shape, np.uint8 if top <= 255 else np.uint16),

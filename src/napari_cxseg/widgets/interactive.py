@@ -45,7 +45,14 @@ from qtpy.QtWidgets import (
 from ..images import CxsegError, LabelClass, default_colour
 from ._correct_tools import compact_combo
 from ._jobs import start_worker
-from ._layers import apply_array, fill_combo, image_from_layer, notify_error, set_classes
+from ._layers import (
+    apply_array,
+    check_same_grid,
+    fill_combo,
+    image_from_layer,
+    notify_error,
+    set_classes,
+)
 from ._preview import (
     image_layers,
     labels_layer_for_image,
@@ -770,8 +777,9 @@ class InteractiveWidget(QWidget):
         cid = int(self.class_spin.value())
         try:
             image = self.image_layer()
-            if target is None or target.data.shape != image.data.shape[: target.ndim]:
+            if target is None:
                 raise CxsegError("choose a Labels layer on the image's grid that has the class")
+            check_same_grid(image, target)
             initial = np.asarray(target.data) == cid
             if not initial.any():
                 raise CxsegError(f"class {cid} is empty in '{target.name}'")
@@ -834,6 +842,7 @@ class InteractiveWidget(QWidget):
             target = self.labels_layer()
             if target is None:
                 target = self._new_labels_layer(cid)
+            check_same_grid(self.image_layer(), target)
             if target.data.shape != self.mask.shape:
                 raise CxsegError(
                     f"'{target.name}' {target.data.shape} is not on the image's grid {self.mask.shape}"

@@ -201,7 +201,7 @@ class StatisticsWidget(QWidget):
         layer = self.image_layer()
         if layer is None:
             return None
-        return image_on_grid(layer, labels)
+        return image_on_grid(layer, labels, non_finite="keep")  # NaN/Inf: skipped, and said
 
     # ------------------------------------------------------------------ measuring
     def schedule(self, event: Any = None) -> None:
@@ -234,12 +234,16 @@ class StatisticsWidget(QWidget):
                 self._labels = labels
                 self._fill()
                 img = self.image_layer()
+                skipped = sum(int(r.get("non_finite", 0)) for r in rows)
                 self.status.setText(
                     f"{len(rows)} classes in '{layer.name}'"
                     + (
                         f", intensities of '{img.name}'"
                         if img is not None and image is not None
                         else ""
+                    )
+                    + (
+                        f" ({skipped} NaN/Inf voxels in the classes skipped)" if skipped else ""
                     )
                 )
                 self.refreshed.emit()
