@@ -173,10 +173,12 @@ def test_recovery_round_trip(tmp_path):
     geom = Geometry(affine=np.diag([2.5, 0.7, 0.7, 1.0]))
     lab = np.zeros((5, 6, 7), np.uint16)
     lab[1:3, 2:4, 3:5] = 300
-    key = recovery_key("/data/case 01.nii.gz", "labels")
-    assert key == recovery_key("/data/case 01.nii.gz", "labels")
-    assert key != recovery_key("/other/case 01.nii.gz", "labels")
-    assert "/" not in key and " " not in key
+    key = recovery_key("a1b2c3", "/data/case 01.nii.gz", "labels")
+    assert key == recovery_key("a1b2c3", "/data/case 01.nii.gz", "labels")
+    # one layer in one run: another layer (or run) of the same name and file has another key
+    assert key != recovery_key("a1b2c4", "/data/case 01.nii.gz", "labels")
+    assert key != recovery_key("a1b2c3", "/data/case 01.nii.gz", "labels", session="20200101000000abcdef")
+    assert "/" not in key and " " not in key and key.startswith("case_01-labels-")
     classes = {"300": {"name": "lesion", "colour": "#ff0000"}}
     store.save(key, lab, geom.to_dict(), classes, "/data/case 01.nii.gz")
     entries = store.list()

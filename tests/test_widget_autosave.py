@@ -32,11 +32,26 @@ def _edited_layer(viewer, source: str | None = None):
 
 
 @pytest.fixture(autouse=True)
-def _no_startup_offer(monkeypatch):
+def _no_startup_offer(monkeypatch, tmp_path):
+    from napari_cxseg.editing import recovery
     from napari_cxseg.widgets.autosave import Autosaver
 
+    monkeypatch.setenv("CXSEG_CACHE_DIR", str(tmp_path / "cache"))  # a recovery folder per test
     monkeypatch.setattr(Autosaver, "offered_at_start", True)
-    monkeypatch.setattr(Autosaver, "saved_this_process", set())
+    monkeypatch.setitem(recovery._SESSION, "id", recovery.session_id())  # restored afterwards
+
+
+def _restart() -> None:
+    """As if napari was started again: a new run id (copies so far are an earlier run's)."""
+    from napari_cxseg.editing import recovery
+
+    recovery.start_new_session()
+
+
+def _wait_saved(qtbot, saver, layer, array, apply_array) -> None:
+    with qtbot.waitSignal(saver.saved, timeout=10000):
+        apply_array(layer, array)
+    qtbot.waitUntil(lambda: saver._saving is None, timeout=5000)
 
 
 def test_idle_save_then_restore_gives_the_same_layer(make_napari_viewer, qtbot):
@@ -64,7 +79,11 @@ def test_idle_save_then_restore_gives_the_same_layer(make_napari_viewer, qtbot):
     assert np.array_equal(back.data, new) and back.data.dtype == layer.data.dtype
     assert np.allclose(back.scale, layer.scale)
     assert list(back.features["name"]) == ["background", "left lung"]
-    assert list(saver.store.list()) == []  # restored copies leave the store
+    # the copy now belongs to the restored layer (a crash right after restoring keeps it)
+    from napari_cxseg.widgets.autosave import layer_key
+
+    assert [e.key for e in saver.store.list()] == [layer_key(back)]
+    assert np.array_equal(saver.store.load(layer_key(back)).labels, new)
 
 
 def test_correct_widget_starts_one_autosaver_and_offers_old_copies(
@@ -82,7 +101,7 @@ def test_correct_widget_starts_one_autosaver_and_offers_old_copies(
 
     # a "later session": the next autosaver made at start-up offers the copy
     decisions = []
-    monkeypatch.setattr(Autosaver, "saved_this_process", set())
+    _restart()
     monkeypatch.setattr(Autosaver, "offered_at_start", False)
     monkeypatch.setattr(Autosaver, "decide", lambda self, entry: decisions.append(entry) or "keep")
     widget = CorrectWidget(viewer)
@@ -107,7 +126,7 @@ def test_opening_a_file_offers_its_copy(make_napari_viewer, qtbot, tmp_path, mon
     qtbot.waitUntil(lambda: saver._saving is None, timeout=5000)
     viewer.layers.remove(layer)
 
-    monkeypatch.setattr(Autosaver, "saved_this_process", set())  # as if saved before a crash
+    _restart()  # as if saved before a crash
     offered = []
     saver.decide = lambda entry: offered.append(entry) or "restore"
     with qtbot.waitSignal(saver.restored, timeout=5000) as blocker:
@@ -116,7 +135,7 @@ def test_opening_a_file_offers_its_copy(make_napari_viewer, qtbot, tmp_path, mon
         )
     assert len(offered) == 1 and offered[0].source_path == source
     assert np.array_equal(blocker.args[0].data, new)
-    assert blocker.args[0].name == "case7-lungs (recovered)"
+    assert blocker.args[0].name == "lungs (recovered)"
 
 
 def test_saving_with_the_writer_discards_the_recovery_copy(
@@ -139,7 +158,7 @@ def test_saving_with_the_writer_discards_the_recovery_copy(
     assert written and list(saver.store.list()) == []
 
     # after a restart nothing is offered: the edits are in the file
-    monkeypatch.setattr(Autosaver, "saved_this_process", set())
+    _restart()
     offered = []
     saver.decide = lambda entry: offered.append(entry) or "restore"
     assert saver.offer_recovery() == [] and offered == []
@@ -206,7 +225,7 @@ def test_save_marks_are_keyed_counted_and_tell_listeners(tmp_path):
 
     store = recovery.RecoveryStore(tmp_path / "rec")
     other = recovery.RecoveryStore(tmp_path / "other")
-    key = recovery.recovery_key(str(tmp_path / "a.nii.gz"), "seg")
+    key = recovery.recovery_key("0123abcd", str(tmp_path / "a.nii.gz"), "seg")
     labels = np.arange(6, dtype=np.uint8).reshape(2, 3)
     for s in (store, other):
         s.save(key, labels, {}, {})
@@ -228,5 +247,119 @@ def test_save_marks_are_keyed_counted_and_tell_listeners(tmp_path):
     recovery.remove_saved_listener(listener.on_saved)
     recovery.mark_saved(key, labels, store=store)
     assert told == [key]  # removed listeners are not told
-    # unnamed label maps (a model's output from the command line) have no key
+    # label maps of layers no autosaver watched (a model's output from the command line) have
+    # no key, whatever their name: copies are never found by name
     assert recovery.label_map_key(type("LM", (), {"meta": {"source_path": "x.nii"}})()) is None
+    named = {"source_path": str(tmp_path / "a.nii.gz"), "name": "seg"}
+    assert recovery.label_map_key(type("LM", (), {"meta": named})()) is None
+
+
+def test_a_new_layer_of_the_same_name_never_overwrites_an_earlier_runs_copy(
+    make_napari_viewer, qtbot, tmp_path
+):
+    from napari_cxseg.widgets.autosave import Autosaver, layer_key
+
+    source = str(tmp_path / "case5.nii.gz")
+    viewer = make_napari_viewer()
+    saver = Autosaver(viewer, idle_seconds=0.1)
+    first, new, apply_array = _edited_layer(viewer, source)
+    _wait_saved(qtbot, saver, first, new, apply_array)
+    earlier_key = layer_key(first)
+    viewer.layers.remove(first)  # closed without saving; napari then crashes
+
+    _restart()
+    saver.decide = lambda entry: "keep"  # "Later"
+    again, _, _ = _edited_layer(viewer, source)  # same file, same layer name
+    assert again.name == "lungs" and layer_key(again) != earlier_key
+    other = np.zeros_like(new)
+    other[0, 0, :5] = 1
+    _wait_saved(qtbot, saver, again, other, apply_array)
+    assert {e.key for e in saver.store.list()} == {earlier_key, layer_key(again)}
+    np.testing.assert_array_equal(saver.store.load(earlier_key).labels, new)
+    # saving the new layer to a file drops its own copy only
+    again.save(str(tmp_path / "lungs.nii.gz"), plugin="napari-cxseg")
+    assert [e.key for e in saver.store.list()] == [earlier_key]
+    np.testing.assert_array_equal(saver.store.load(earlier_key).labels, new)
+
+
+def test_a_duplicated_layer_gets_its_own_copy(make_napari_viewer, qtbot):
+    from napari_cxseg.widgets.autosave import Autosaver, layer_key
+
+    viewer = make_napari_viewer()
+    saver = Autosaver(viewer, idle_seconds=0.1)
+    layer, new, apply_array = _edited_layer(viewer)
+    twin = viewer.add_labels(  # what napari's "duplicate layer" does: the metadata are copied
+        np.array(layer.data), name="lungs copy", metadata=dict(layer.metadata)
+    )
+    assert layer_key(twin) != layer_key(layer)
+    _wait_saved(qtbot, saver, layer, new, apply_array)
+    other = new.copy()
+    other[0] = 1
+    _wait_saved(qtbot, saver, twin, other, apply_array)
+    assert {e.key for e in saver.store.list()} == {layer_key(layer), layer_key(twin)}
+    np.testing.assert_array_equal(saver.store.load(layer_key(layer)).labels, new)
+
+
+def test_later_keeps_the_copy_until_it_is_discarded(make_napari_viewer, qtbot, tmp_path):
+    from napari_cxseg.widgets.autosave import Autosaver, layer_key
+
+    source = str(tmp_path / "case6.nii.gz")
+    viewer = make_napari_viewer()
+    saver = Autosaver(viewer, idle_seconds=0.1)
+    layer, new, apply_array = _edited_layer(viewer, source)
+    _wait_saved(qtbot, saver, layer, new, apply_array)
+    key = layer_key(layer)
+    viewer.layers.remove(layer)
+
+    for _ in range(2):  # two restarts answered "Later": still there, offered each time
+        _restart()
+        offered = []
+        saver.decide = lambda entry, seen=offered: seen.append(entry.key) or "keep"
+        assert saver.offer_recovery() == [] and offered == [key]
+        # in this run, the user works on a layer of the same name and file, and saves it
+        work, _, _ = _edited_layer(viewer, source)
+        edit = np.zeros_like(new)
+        edit[2, 2, 2] = 1
+        _wait_saved(qtbot, saver, work, edit, apply_array)
+        work.save(str(tmp_path / f"work{len(offered)}.nii.gz"), plugin="napari-cxseg")
+        viewer.layers.remove(work)
+        assert [e.key for e in saver.store.list()] == [key]
+        np.testing.assert_array_equal(saver.store.load(key).labels, new)
+    # only an explicit "Discard" removes it
+    saver.decide = lambda entry: "discard"
+    _restart()
+    assert saver.offer_recovery() == [] and saver.store.list() == []
+
+
+def test_a_crash_during_an_autosave_keeps_the_previous_copy(make_napari_viewer, qtbot, monkeypatch):
+    from napari_cxseg.editing.recovery import RecoveryStore
+    from napari_cxseg.widgets.autosave import Autosaver, layer_key
+
+    viewer = make_napari_viewer()
+    saver = Autosaver(viewer, idle_seconds=0.1)
+    layer, new, apply_array = _edited_layer(viewer)
+    _wait_saved(qtbot, saver, layer, new, apply_array)
+
+    def crash(self, path, text):
+        raise OSError("disk gone while switching the manifest")
+
+    errors = []
+    newer = new.copy()
+    newer[0] = 1
+    with monkeypatch.context() as m:
+        m.setattr(RecoveryStore, "_write_manifest", crash)
+        m.setattr(
+            "napari_cxseg.widgets.autosave.notify_error", lambda exc, ctx: errors.append(str(exc))
+        )
+        apply_array(layer, newer)
+        qtbot.waitUntil(lambda: bool(errors), timeout=10000)
+        qtbot.waitUntil(lambda: saver._saving is None, timeout=5000)
+    assert "disk gone" in errors[0]
+    entries = saver.store.list()
+    assert [e.key for e in entries] == [layer_key(layer)]
+    np.testing.assert_array_equal(saver.store.load(layer_key(layer)).labels, new)
+    assert len(list(saver.store.root.glob("*.npz"))) == 1  # the new array file was removed
+    _restart()
+    saver.decide = lambda entry: "restore"
+    back = saver.offer_recovery()
+    assert len(back) == 1 and np.array_equal(back[0].data, new)

@@ -1,15 +1,17 @@
 """Autosave and recovery of label edits (no timers here: the widget decides when to save).
 
-Each entry is two files in the recovery folder: ``<key>.npz`` (the label array, compressed)
-and ``<key>.json`` (when, from which source, geometry, classes and the array's checksum). Both
-are written to temporary files and renamed into place, the JSON last, so a crash mid-save
-leaves the previous entry intact and never a half-written one.
+A recovery copy belongs to ONE layer in ONE run of napari: its key is a readable stem (file and
+layer name) plus the run's :func:`session_id` and a per-layer id, never the layer name alone, so
+a new layer with the same name (in this run or a later one) never overwrites an earlier copy.
 
-A copy is only worth keeping while its edits are unsaved: when a layer is written to a file
-(the napari writer, or :func:`napari_cxseg.io.write_labels`), :func:`note_saved` deletes its
-copy and remembers, for this process, which state was saved (a checksum) and when (a counter).
-The autosaver then neither rewrites a copy of that saved state (:func:`is_saved`) nor keeps a
-copy of an older one that it was writing while the file was saved (:func:`saved_after`).
+Each entry is a manifest ``<key>.json`` (when, which run and layer, source, geometry, classes,
+the array's checksum and the name of its array file) and an array file ``<key>~<token>.npz``.
+A save writes a NEW array file under a new name (fsynced), then switches the manifest with an
+atomic rename (fsynced), and only then deletes the previous array file: a crash at any point
+leaves either the previous entry or the new one, complete, and never a half-written one.
+
+A copy is only worth keeping while its edits are unsaved: :func:`note_saved` (in
+:mod:`.saved_state`, importable from here) deletes a layer's copy once it is written to a file.
 """
 
 from __future__ import annotations
@@ -18,10 +20,9 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import tempfile
-import threading
 import time
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,8 +32,33 @@ import numpy as np
 
 from ..images import CxsegError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _KEY_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_ID_OK = re.compile(r"^[A-Za-z0-9]{1,40}$")
+_TOKEN_OK = re.compile(r"^[0-9a-f]{8,40}$")
+_SESSION_OK = re.compile(r"^[0-9]{14}[0-9a-f]{6}$")
+
+
+def _new_session_id() -> str:
+    return time.strftime("%Y%m%d%H%M%S") + secrets.token_hex(3)
+
+
+_SESSION = {"id": _new_session_id()}
+
+
+def session_id() -> str:
+    """The id of this run of napari (this process): start time + random, letters and digits."""
+    return _SESSION["id"]
+
+
+def start_new_session() -> str:
+    """Give this process a new session id and return it.
+
+    Copies written before count as an earlier run's afterwards. Meant for tests and scripts
+    that simulate a restart.
+    """
+    _SESSION["id"] = _new_session_id()
+    return _SESSION["id"]
 
 
 def default_recovery_dir() -> Path:
@@ -45,23 +71,40 @@ def default_recovery_dir() -> Path:
 
 
 def recovery_key(
-    source_path: str | os.PathLike | None = None, layer_name: str | None = None
+    layer_id: str,
+    source_path: str | os.PathLike | None = None,
+    layer_name: str | None = None,
+    session: str | None = None,
 ) -> str:
-    """Stable, file-name-safe key for a layer: readable stem + hash of (absolute source, layer).
+    """File-name-safe key of one layer's copy in one run: ``<stem>-<session>-<layer id>``.
 
-    The same file and layer name always give the same key, so a new autosave replaces the
-    previous one; two files with the same name in different folders get different keys.
+    Parameters
+    ----------
+    layer_id
+        An id unique among the layers of this run (letters and digits, e.g. a uuid's hex).
+    source_path, layer_name
+        Only make the key readable (the file's stem and the layer's name); they do not make it
+        unique: two layers of the same name and file get different keys.
+    session
+        The run's id; :func:`session_id` when ``None``.
+
+    Returns
+    -------
+    str
+        The key (at most 128 characters of letters, digits, ``.``, ``_`` and ``-``).
     """
-    if source_path is None and not layer_name:
-        raise ValueError("a recovery key needs a source path or a layer name")
-    src = str(Path(source_path).expanduser().resolve()) if source_path is not None else ""
-    ident = f"{src}\n{layer_name or ''}"
-    stem = Path(src).name if src else str(layer_name)
-    for suffix in (".gz", ".nii", ".nrrd", ".dcm", ".png"):
-        stem = stem.removesuffix(suffix)
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{stem}-{layer_name}" if src and layer_name else stem)
-    slug = slug.strip("._-")[:60] or "labels"
-    return f"{slug}-{hashlib.sha1(ident.encode()).hexdigest()[:12]}"
+    session = session_id() if session is None else str(session)
+    for what, value in (("layer id", layer_id), ("session id", session)):
+        if not isinstance(value, str) or not _ID_OK.match(value):
+            raise ValueError(f"invalid {what} {value!r}: use 1-40 letters or digits")
+    stem = ""
+    if source_path is not None:
+        stem = Path(str(source_path)).name
+        for suffix in (".gz", ".nii", ".nrrd", ".dcm", ".png", ".jpg", ".jpeg"):
+            stem = stem.removesuffix(suffix)
+    text = "-".join(t for t in (stem, layer_name or "") if t) or "labels"
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._-")[:60] or "labels"
+    return f"{slug}-{session}-{layer_id}"
 
 
 @dataclass(frozen=True)
@@ -74,12 +117,20 @@ class RecoveryEntry:
     shape: tuple[int, ...]
     dtype: str
     classes: dict[str, Any]
-    path: Path  # the .npz file
+    path: Path  # the array file
+    session_id: str | None = None  # the run that wrote it (None: a format-1 copy)
+    layer_id: str | None = None
+    layer_name: str | None = None
 
     @property
     def saved_at_text(self) -> str:
         """Local time of the save, ``YYYY-MM-DD HH:MM:SS``."""
         return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.saved_at))
+
+    @property
+    def from_this_session(self) -> bool:
+        """Whether this run of napari wrote it."""
+        return self.session_id == session_id()
 
 
 @dataclass
@@ -92,6 +143,7 @@ class Recovered:
     classes: dict[str, Any]
     source_path: str | None
     saved_at: float
+    layer_name: str | None = None
 
     def to_label_map(self):
         """The state as a :class:`~napari_cxseg.images.LabelMap` (geometry and classes rebuilt)."""
@@ -105,6 +157,14 @@ class Recovered:
         return LabelMap(self.labels, geometry, LabelMap.classes_from_dict(self.classes), meta)
 
 
+def _key_ids(key: str) -> tuple[str | None, str | None]:
+    """``(session id, layer id)`` of a key made by :func:`recovery_key` (else ``None``s)."""
+    parts = key.rsplit("-", 2)
+    if len(parts) == 3 and _SESSION_OK.match(parts[1]) and _ID_OK.match(parts[2]):
+        return parts[1], parts[2]
+    return None, None
+
+
 def _json_default(obj: Any) -> Any:
     if isinstance(obj, np.ndarray):
         return obj.tolist()
@@ -115,7 +175,22 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"{type(obj).__name__} cannot be stored in a recovery file")
 
 
-def _atomic_write(path: Path, write) -> None:
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (POSIX; a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _write_file(path: Path, write: Callable[[Any], Any]) -> None:
+    """Write ``path`` through a temporary file in its folder: fsync, then rename into place."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -140,13 +215,35 @@ class RecoveryStore:
     def __init__(self, cache_dir: str | os.PathLike | None = None) -> None:
         self.root = Path(cache_dir) if cache_dir is not None else default_recovery_dir()
 
-    def _paths(self, key: str) -> tuple[Path, Path]:
+    def _manifest(self, key: str) -> Path:
         if not isinstance(key, str) or not _KEY_OK.match(key):
             raise ValueError(
                 f"invalid recovery key {key!r}: use letters, digits, '.', '_' or '-' "
                 "(see recovery_key())"
             )
-        return self.root / f"{key}.npz", self.root / f"{key}.json"
+        return self.root / f"{key}.json"
+
+    def _array_files(self, key: str) -> list[Path]:
+        """Every array file of ``key`` on disk (the current one, and leftovers of crashes)."""
+        found = [p for p in self.root.glob(f"{key}~*.npz") if p.is_file()]
+        legacy = self.root / f"{key}.npz"  # format 1
+        return [*found, legacy] if legacy.is_file() else found
+
+    def _array_path(self, key: str, meta: dict[str, Any]) -> Path:
+        """The array file a manifest names (checked to be this key's, inside the folder)."""
+        name = meta.get("array_file")
+        if name is None:  # format 1: <key>.npz
+            return self.root / f"{key}.npz"
+        prefix = f"{key}~"
+        token = str(name)[len(prefix) : -len(".npz")] if str(name).startswith(prefix) else ""
+        if not str(name).endswith(".npz") or not _TOKEN_OK.match(token):
+            raise CxsegError(f"recovery manifest {self._manifest(key)} names a bad file {name!r}")
+        return self.root / str(name)
+
+    def _write_manifest(self, path: Path, text: bytes) -> None:
+        """Switch an entry to its new state: one atomic rename (the last step of a save)."""
+        _write_file(path, lambda f: f.write(text))
+        _fsync_dir(path.parent)
 
     def save(
         self,
@@ -155,8 +252,9 @@ class RecoveryStore:
         geometry_dict: dict[str, Any],
         classes_dict: dict[str, Any],
         source_path: str | os.PathLike | None = None,
+        layer_name: str | None = None,
     ) -> RecoveryEntry:
-        """Save (or replace) the state under ``key``.
+        """Save (or replace) the state under ``key``; the previous state survives any crash.
 
         Parameters
         ----------
@@ -170,21 +268,30 @@ class RecoveryStore:
             ``LabelMap.classes_to_dict()`` (``{"1": {"name", "colour"}}``).
         source_path
             The image (or label file) the labels belong to.
+        layer_name
+            The layer's name now (shown when the copy is offered).
 
         Returns
         -------
         RecoveryEntry
             What was written.
         """
-        npz_path, json_path = self._paths(key)
+        json_path = self._manifest(key)
+        previous = self._previous_array(key)
         arr = np.ascontiguousarray(np.asarray(labels))
         if not (np.issubdtype(arr.dtype, np.integer) or arr.dtype == bool):
             raise TypeError(f"labels must be an integer array, got dtype {arr.dtype}")
         self.root.mkdir(parents=True, exist_ok=True)
         saved_at = time.time()
+        token = f"{time.time_ns():x}{secrets.token_hex(4)}"
+        array_path = self.root / f"{key}~{token}.npz"
+        session, layer_id = _key_ids(key)
         meta = {
             "format_version": FORMAT_VERSION,
             "key": key,
+            "session_id": session,
+            "layer_id": layer_id,
+            "layer_name": layer_name,
             "saved_at": saved_at,
             "source_path": None if source_path is None else str(source_path),
             "shape": list(arr.shape),
@@ -192,13 +299,31 @@ class RecoveryStore:
             "sha256": hashlib.sha256(arr.tobytes()).hexdigest(),
             "geometry": geometry_dict,
             "classes": classes_dict,
+            "array_file": array_path.name,
         }
         text = json.dumps(meta, default=_json_default, indent=1).encode()
-        _atomic_write(npz_path, lambda f: np.savez_compressed(f, labels=arr))
-        _atomic_write(json_path, lambda f: f.write(text))
-        return self._entry(meta, npz_path)
+        # 1. the new array under a new name; the manifest still names the previous one
+        _write_file(array_path, lambda f: np.savez_compressed(f, labels=arr))
+        try:
+            # 2. switch the manifest (atomic rename): from here on the new state is the entry
+            self._write_manifest(json_path, text)
+        except BaseException:
+            array_path.unlink(missing_ok=True)
+            raise
+        # 3. the previous array file is garbage now
+        if previous is not None and previous != array_path:
+            previous.unlink(missing_ok=True)
+        return self._entry(meta, array_path)
 
-    def _entry(self, meta: dict[str, Any], npz_path: Path) -> RecoveryEntry:
+    def _previous_array(self, key: str) -> Path | None:
+        """The array file the current manifest of ``key`` names (``None`` without one)."""
+        try:
+            meta = json.loads(self._manifest(key).read_text())
+            return self._array_path(key, meta) if isinstance(meta, dict) else None
+        except (OSError, ValueError, CxsegError):
+            return None
+
+    def _entry(self, meta: dict[str, Any], array_path: Path) -> RecoveryEntry:
         return RecoveryEntry(
             key=meta["key"],
             saved_at=float(meta["saved_at"]),
@@ -206,28 +331,36 @@ class RecoveryStore:
             shape=tuple(meta["shape"]),
             dtype=meta["dtype"],
             classes=dict(meta.get("classes") or {}),
-            path=npz_path,
+            path=array_path,
+            session_id=meta.get("session_id"),
+            layer_id=meta.get("layer_id"),
+            layer_name=meta.get("layer_name"),
         )
 
     def _read_meta(self, key: str) -> tuple[dict[str, Any], Path]:
-        npz_path, json_path = self._paths(key)
-        if not json_path.exists() or not npz_path.exists():
+        json_path = self._manifest(key)
+        if not json_path.exists():
             raise CxsegError(f"no recovery entry {key!r} in {self.root}")
         try:
             meta = json.loads(json_path.read_text())
         except (OSError, ValueError) as exc:
             raise CxsegError(f"recovery file {json_path} is unreadable: {exc}") from exc
-        return meta, npz_path
+        if not isinstance(meta, dict) or meta.get("key") != key:
+            raise CxsegError(f"recovery file {json_path} does not describe entry {key!r}")
+        array_path = self._array_path(key, meta)
+        if not array_path.is_file():
+            raise CxsegError(f"recovery entry {key!r} lacks its array file {array_path}")
+        return meta, array_path
 
     def list(self) -> list[RecoveryEntry]:
-        """Saved states, newest first (unreadable or half-written entries are skipped)."""
+        """Saved states, newest first (unreadable or incomplete entries are skipped)."""
         if not self.root.is_dir():
             return []
         out = []
         for json_path in self.root.glob("*.json"):
             try:
-                meta, npz_path = self._read_meta(json_path.stem)
-                out.append(self._entry(meta, npz_path))
+                meta, array_path = self._read_meta(json_path.stem)
+                out.append(self._entry(meta, array_path))
             except (CxsegError, ValueError, KeyError, TypeError):
                 continue
         return sorted(out, key=lambda e: e.saved_at, reverse=True)
@@ -240,14 +373,14 @@ class RecoveryStore:
         CxsegError
             When there is no such entry, or its files are damaged (the message names them).
         """
-        meta, npz_path = self._read_meta(key)
+        meta, array_path = self._read_meta(key)
         try:
-            with np.load(npz_path, allow_pickle=False) as data:
+            with np.load(array_path, allow_pickle=False) as data:
                 labels = data["labels"]
         except (OSError, ValueError, KeyError) as exc:
-            raise CxsegError(f"recovery file {npz_path} is unreadable: {exc}") from exc
+            raise CxsegError(f"recovery file {array_path} is unreadable: {exc}") from exc
         if hashlib.sha256(np.ascontiguousarray(labels).tobytes()).hexdigest() != meta.get("sha256"):
-            raise CxsegError(f"recovery file {npz_path} does not match its checksum (damaged)")
+            raise CxsegError(f"recovery file {array_path} does not match its checksum (damaged)")
         return Recovered(
             key=key,
             labels=labels,
@@ -255,143 +388,41 @@ class RecoveryStore:
             classes=meta.get("classes") or {},
             source_path=meta.get("source_path"),
             saved_at=float(meta["saved_at"]),
+            layer_name=meta.get("layer_name"),
         )
 
     def discard(self, key: str) -> bool:
-        """Delete the entry (both files); ``True`` when something was deleted."""
-        npz_path, json_path = self._paths(key)
+        """Delete the entry (manifest, then array files); ``True`` when something was deleted."""
+        json_path = self._manifest(key)
         found = False
-        for p in (json_path, npz_path):  # the JSON first: without it the entry is invisible
-            try:
-                p.unlink()
+        try:  # the manifest first: without it the entry is invisible
+            json_path.unlink()
+            found = True
+        except FileNotFoundError:
+            pass
+        if self.root.is_dir():
+            for p in self._array_files(key):
+                p.unlink(missing_ok=True)
                 found = True
-            except FileNotFoundError:
-                pass
         return found
 
 
-# ---------------------------------------------------------------------- saved to a file
+# the record of states written to files lives beside the store (names kept importable here)
+from .saved_state import (  # noqa: E402
+    add_saved_listener,
+    is_saved,
+    label_map_key,
+    labels_digest,
+    mark_saved,
+    note_saved,
+    remove_saved_listener,
+    save_counter,
+    saved_after,
+)
 
-_SAVED_LOCK = threading.Lock()
-#: key -> (counter value when saved, checksum of the saved array or None)
-_SAVED: dict[str, tuple[int, str | None]] = {}
-_COUNTER = [0]
-_LISTENERS: list[Callable[[], Callable[[str], Any] | None]] = []
-
-
-def labels_digest(labels: Any) -> str:
-    """SHA-256 of a label array's bytes (the checksum recovery files carry)."""
-    return hashlib.sha256(np.ascontiguousarray(np.asarray(labels)).tobytes()).hexdigest()
-
-
-def label_map_key(label_map: Any) -> str | None:
-    """The recovery key of a :class:`~napari_cxseg.images.LabelMap` made from a layer.
-
-    A label map built from a layer (``layers.layer_to_label_map``) carries the layer's name
-    and source in its ``meta``; the key is the one the autosaver uses for that layer. ``None``
-    for a label map without a name (e.g. a model's output written by the command line).
-    """
-    meta = getattr(label_map, "meta", None) or {}
-    name = meta.get("name")
-    if not name:
-        return None
-    source = meta.get("source_path") or meta.get("reference_image_path") or None
-    return recovery_key(source, str(name))
-
-
-def save_counter() -> int:
-    """The current value of the counter that :func:`mark_saved` advances.
-
-    Take it when snapshotting a layer for autosave; :func:`saved_after` then tells whether the
-    layer was written to a file since.
-    """
-    with _SAVED_LOCK:
-        return _COUNTER[0]
-
-
-def mark_saved(key: str, labels: Any = None, store: RecoveryStore | None = None) -> bool:
-    """Record that the labels under ``key`` were written to a file; delete their copy.
-
-    Parameters
-    ----------
-    key
-        From :func:`recovery_key` (or :func:`label_map_key`).
-    labels
-        The array that was written; later autosaves of the same content are skipped.
-    store
-        The recovery store to clean; the default one when ``None``. Listeners added with
-        :func:`add_saved_listener` (an autosaver with its own store) are told as well.
-
-    Returns
-    -------
-    bool
-        Whether a recovery copy was deleted from ``store``.
-    """
-    digest = None if labels is None else labels_digest(labels)
-    with _SAVED_LOCK:
-        _COUNTER[0] += 1
-        _SAVED[key] = (_COUNTER[0], digest)
-        alive, callbacks = [], []
-        for ref in _LISTENERS:
-            callback = ref()
-            if callback is not None:
-                alive.append(ref)
-                callbacks.append(callback)
-        _LISTENERS[:] = alive
-    found = (store or RecoveryStore()).discard(key)
-    for callback in callbacks:
-        try:
-            callback(key)
-        except Exception:  # a listener must never fail a save
-            pass
-    return found
-
-
-def note_saved(label_map: Any, store: RecoveryStore | None = None) -> bool:
-    """:func:`mark_saved` for a label map that was just written (no-op without a key).
-
-    Returns
-    -------
-    bool
-        Whether a recovery copy was deleted.
-    """
-    key = label_map_key(label_map)
-    if key is None:
-        return False
-    return mark_saved(key, getattr(label_map, "array", None), store)
-
-
-def is_saved(key: str, labels: Any) -> bool:
-    """Whether ``labels`` is exactly the state last written to a file under ``key``."""
-    with _SAVED_LOCK:
-        state = _SAVED.get(key)
-    return state is not None and state[1] is not None and state[1] == labels_digest(labels)
-
-
-def saved_after(key: str, counter: int) -> bool:
-    """Whether the labels under ``key`` were written to a file after :func:`save_counter` gave
-    ``counter``."""
-    with _SAVED_LOCK:
-        state = _SAVED.get(key)
-    return state is not None and state[0] > counter
-
-
-def add_saved_listener(callback: Callable[[str], Any]) -> None:
-    """Call ``callback(key)`` after each :func:`mark_saved` (held weakly; any thread).
-
-    A bound method is held with :class:`weakref.WeakMethod`, so a listener's object can be
-    collected without removing it first.
-    """
-    ref: Callable[[], Any]
-    try:
-        ref = weakref.WeakMethod(callback)  # type: ignore[arg-type]
-    except TypeError:
-        ref = weakref.ref(callback)
-    with _SAVED_LOCK:
-        _LISTENERS.append(ref)
-
-
-def remove_saved_listener(callback: Callable[[str], Any]) -> None:
-    """Stop calling ``callback`` after saves."""
-    with _SAVED_LOCK:
-        _LISTENERS[:] = [ref for ref in _LISTENERS if ref() not in (None, callback)]
+__all__ = [  # the store, then the record of saves
+    "FORMAT_VERSION", "Recovered", "RecoveryEntry", "RecoveryStore", "default_recovery_dir",
+    "recovery_key", "session_id", "start_new_session",
+    "add_saved_listener", "is_saved", "label_map_key", "labels_digest", "mark_saved",
+    "note_saved", "remove_saved_listener", "save_counter", "saved_after",
+]

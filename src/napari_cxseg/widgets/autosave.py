@@ -2,9 +2,12 @@
 
 :class:`Autosaver` watches every Labels layer of a viewer. After a few seconds without edits it
 writes the edited layers (array, geometry, classes) to the recovery store in the user cache
-(``CXSEG_CACHE_DIR``), off the GUI thread. When the plugin starts, and when a file is opened
-whose labels have a recovery copy from an earlier session, it offers to restore them as new
-Labels layers.
+(``CXSEG_CACHE_DIR``), off the GUI thread. Each layer's copy has its own key: this run's
+session id plus the layer's id (:func:`layer_key`, stamped into the layer's metadata so that
+writers find it), so a new layer of the same name never overwrites an earlier copy. When the
+plugin starts, and when a file is opened whose labels have a recovery copy from an earlier run,
+it offers to restore them as new Labels layers; "Later" keeps a copy (it is offered again next
+time) until the user restores or discards it.
 
 A layer saved to a file (the plugin's writer, or ``io.write_labels``) loses its recovery copy
 (``editing.recovery.note_saved``); the autosaver does not write a copy of that saved state
@@ -15,6 +18,8 @@ made after the save are autosaved as before.
 from __future__ import annotations
 
 import os
+import re
+import uuid
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +27,7 @@ import numpy as np
 from qtpy.QtCore import QObject, QTimer, Signal
 from qtpy.QtWidgets import QMessageBox
 
+from ..layers import META_KEY
 from ._jobs import start_worker
 from ._layers import add_label_map, label_map_from_layer, notify_error
 from ._preview import is_scratch, layer_meta
@@ -39,11 +45,34 @@ def layer_source(layer: Any) -> str | None:
     return md.get("source_path") or md.get("reference_image_path") or None
 
 
-def layer_key(layer: Any) -> str:
-    """The recovery key of a layer: its source file and its name (stable across sessions)."""
-    from ..editing.recovery import recovery_key
+def layer_id(layer: Any) -> str:
+    """An id of the layer object, unique in this run (napari's ``unique_id``)."""
+    uid = getattr(layer, "unique_id", None)
+    if uid is None:  # napari without unique ids: one of our own, kept on the object
+        uid = getattr(layer, "_cxseg_uid", None) or uuid.uuid4()
+        layer._cxseg_uid = uid
+    text = uid.hex if isinstance(uid, uuid.UUID) else re.sub(r"[^A-Za-z0-9]", "", str(uid))
+    return text[:32] or uuid.uuid4().hex
 
-    return recovery_key(layer_source(layer), layer.name)
+
+def layer_key(layer: Any) -> str:
+    """The recovery key of a layer in this run: session id + layer id (never its name alone).
+
+    The key is stamped into the layer's metadata (``metadata["cxseg"]["recovery"]``) so that a
+    writer, which only sees the metadata, discards the right copy. A stamp made in another run,
+    or copied onto another layer (napari's "duplicate layer"), is replaced by a fresh key.
+    """
+    from ..editing.recovery import recovery_key, session_id
+
+    md = layer_meta(layer)
+    stamp = md.get("recovery") or {}
+    uid, session = layer_id(layer), session_id()
+    if stamp.get("session") == session and stamp.get("layer") == uid and stamp.get("key"):
+        return str(stamp["key"])
+    key = recovery_key(uid, layer_source(layer), layer.name)
+    md["recovery"] = {"session": session, "layer": uid, "key": key}
+    layer.metadata = {**layer.metadata, META_KEY: md}
+    return key
 
 
 class Autosaver(QObject):
@@ -66,8 +95,6 @@ class Autosaver(QObject):
 
     #: whether the offer at start-up was already made in this process
     offered_at_start = False
-    #: recovery keys written by this process (copies "from earlier sessions" are the others)
-    saved_this_process: set[str] = set()
 
     def __init__(self, viewer: napari.Viewer, idle_seconds: float = 5.0, store: Any = None):
         # a child of the viewer's window: it stops when the window closes
@@ -137,6 +164,10 @@ class Autosaver(QObject):
 
     def _watch(self, layer: Any) -> None:
         if _is_labels(layer) and not is_scratch(layer):
+            try:  # a fresh key now: a duplicated layer must not carry its original's key
+                layer_key(layer)
+            except Exception as exc:
+                notify_error(exc, f"Autosave of '{layer.name}'")
             for ev in (layer.events.paint, layer.events.data):
                 ev.connect(self._on_edit)
 
@@ -184,7 +215,7 @@ class Autosaver(QObject):
                 if recovery.is_saved(key, array):  # this very state is in a file
                     store.discard(key)
                     continue
-                store.save(key, array, geometry, classes, source_path=source)
+                store.save(key, array, geometry, classes, source_path=source, layer_name=name)
                 if recovery.saved_after(key, counter):  # a file got a newer state meanwhile
                     store.discard(key)
                     continue
@@ -192,8 +223,7 @@ class Autosaver(QObject):
             return done
 
         def finished(done: list[tuple[str, str]]) -> None:
-            for name, key in done:
-                Autosaver.saved_this_process.add(key)
+            for name, _key in done:
                 self.saved.emit(name)
 
         def failed(exc: BaseException) -> None:
@@ -216,10 +246,10 @@ class Autosaver(QObject):
 
     # ------------------------------------------------------------------ recovery
     def offer_recovery(self, include_this_session: bool = False) -> list:
-        """Offer every recovery copy from earlier sessions; returns the restored layers.
+        """Offer every recovery copy from earlier runs; returns the restored layers.
 
-        ``include_this_session`` also offers copies this process wrote (e.g. of a layer that
-        was closed without saving).
+        ``include_this_session`` also offers copies this run wrote (e.g. of a layer that was
+        closed without saving). A copy the user answers "Later" for stays in the store.
         """
         try:
             entries = list(self.store.list())
@@ -227,7 +257,7 @@ class Autosaver(QObject):
             notify_error(exc, "Reading the recovery folder")
             return []
         if not include_this_session:
-            entries = [e for e in entries if _entry_key(e) not in Autosaver.saved_this_process]
+            entries = [e for e in entries if not e.from_this_session]
         return self._offer(entries)
 
     def _offer_for_source(self, layer: Any) -> None:
@@ -239,7 +269,7 @@ class Autosaver(QObject):
             entries = [
                 e
                 for e in self.store.list()
-                if _entry_key(e) not in Autosaver.saved_this_process
+                if not e.from_this_session
                 and _entry_key(e) not in self._offered
                 and _same_path(e.source_path or "", source)
             ]
@@ -263,10 +293,23 @@ class Autosaver(QObject):
         return restored
 
     def restore(self, entry: Any):
-        """Add a recovery copy as a new Labels layer and remove it from the store."""
-        lm = self.store.load(entry.key).to_label_map()
+        """Add a recovery copy as a new Labels layer; its copy moves to the new layer's key.
+
+        The old copy is deleted only once the new layer's copy is written, so a crash right
+        after restoring still finds the edits.
+        """
+        rec = self.store.load(entry.key)
+        lm = rec.to_label_map()
         name = f"{_entry_name(entry)} (recovered)"
         layer = add_label_map(self.viewer, lm, name)
+        self.store.save(
+            layer_key(layer),
+            rec.labels,
+            rec.geometry,
+            rec.classes,
+            source_path=rec.source_path,
+            layer_name=layer.name,
+        )
         self.store.discard(entry.key)
         self.restored.emit(layer)
         return layer
@@ -313,7 +356,10 @@ def _entry_key(entry: Any) -> str:
 
 
 def _entry_name(entry: Any) -> str:
-    """A readable name from a recovery key (``<file stem>-<layer name>-<hash>``)."""
+    """The layer name a copy was saved under (older copies: from the key's readable stem)."""
+    name = getattr(entry, "layer_name", None)
+    if name:
+        return str(name)
     return str(entry.key).rsplit("-", 1)[0] or "labels"
 
 
