@@ -142,3 +142,186 @@ def test_missing_weights_is_a_clear_error(make_napari_viewer, qtbot, cache):
         w.run()
     assert "noweights.pt" in sig.args[0]
     assert [ly.name for ly in viewer.layers] == ["cxr"]
+
+
+# ---------------------------------------------------------------------- no lost work
+
+
+@pytest.fixture
+def notes(monkeypatch):
+    """Messages of napari notifications shown during the test."""
+    import napari.utils.notifications as nn
+
+    seen = {"error": [], "warning": []}
+    monkeypatch.setattr(nn, "show_error", lambda msg: seen["error"].append(str(msg)))
+    monkeypatch.setattr(nn, "show_warning", lambda msg: seen["warning"].append(str(msg)))
+    return seen
+
+
+def _asks(monkeypatch, w, answer: str) -> list:
+    asked = []
+    monkeypatch.setattr(w, "_ask_replace", lambda name: asked.append(name) or answer)
+    return asked
+
+
+@pytest.mark.parametrize("other", ["shape", "scale", "translate", "image layer"])
+def test_a_result_never_lands_in_a_layer_of_another_grid(
+    make_napari_viewer, qtbot, cache, monkeypatch, other
+):
+    viewer = make_napari_viewer()
+    img = viewer.add_image(np.random.default_rng(3).random((40, 30)).astype(np.float32), name="cxr")
+    mine = np.zeros((40, 30) if other != "shape" else (20, 15), np.uint8)
+    mine[2:5, 2:5] = 1  # the user's work, in a layer that happens to have the result's name
+    kwargs = {"scale": (2.0, 2.0)} if other == "scale" else {}
+    kwargs = {"translate": (0.0, 7.5)} if other == "translate" else kwargs
+    if other == "image layer":
+        existing = viewer.add_image(mine.astype(np.float32), name="cxr [tiny2d]")
+    else:
+        existing = viewer.add_labels(mine, name="cxr [tiny2d]", **kwargs)
+    metadata = dict(existing.metadata)
+    w = _widget(viewer)
+    w.image_combo.setCurrentText("cxr")
+    asked = _asks(monkeypatch, w, "replace")
+    layer = _run(qtbot, w, "tiny2d")
+    assert layer is not existing and layer.name == "cxr [tiny2d] (2)" and not asked
+    assert layer.data.shape == (40, 30)
+    np.testing.assert_allclose(layer.scale, img.scale)
+    np.testing.assert_allclose(layer.translate, img.translate)
+    assert np.array_equal(existing.data, mine) and existing.metadata == metadata
+    assert "added as a new layer" in w.status.text()
+    if other != "image layer":  # still the user's edits: a later result must ask
+        w.image_combo.setCurrentText("cxr")
+        second = _run(qtbot, w, "tiny2d")
+        assert second is not existing and np.array_equal(existing.data, mine)
+
+
+def test_edits_stay_edited_after_cancel_error_replace_and_undo(
+    make_napari_viewer, qtbot, cache, monkeypatch
+):
+    import time
+
+    from napari_cxseg.widgets import segment
+
+    viewer = make_napari_viewer()
+    viewer.add_image(np.random.default_rng(4).random((40, 30)).astype(np.float32), name="cxr")
+    w = _widget(viewer)
+    layer = _run(qtbot, w, "tiny2d")
+    layer.data_setitem((np.array([0, 1]), np.array([0, 0])), 2)  # the user edits the result
+    edited = np.array(layer.data)
+    real_job = segment._segment_job
+
+    def still_asks() -> None:
+        asked = _asks(monkeypatch, w, "cancel")  # "Discard result"
+        with qtbot.assertNotEmitted(w.finished_layer, wait=100):
+            w.run()
+            qtbot.waitUntil(lambda: w._worker is None, timeout=60_000)
+        assert asked == ["cxr [tiny2d]"] and np.array_equal(layer.data, edited)
+
+    still_asks()  # discarding a result changes nothing
+    still_asks()
+
+    def endless(*args):
+        while True:
+            time.sleep(0.01)
+            yield (0, 1)
+
+    monkeypatch.setattr(segment, "_segment_job", endless)  # a run that is cancelled
+    w.run()
+    qtbot.waitUntil(lambda: w._worker is not None, timeout=5000)
+    with qtbot.waitSignal(w._worker.aborted, timeout=30_000):
+        w.cancel()
+    qtbot.waitUntil(lambda: w._worker is None, timeout=30_000)
+    assert np.array_equal(layer.data, edited)
+
+    def broken(*args):
+        raise ValueError("model exploded")  # (superqt hides RuntimeErrors of generators)
+        yield  # pragma: no cover
+
+    monkeypatch.setattr(segment, "_segment_job", broken)  # a run that fails
+    with qtbot.waitSignal(w.failed, timeout=30_000):
+        w.run()
+    qtbot.waitUntil(lambda: w._worker is None, timeout=30_000)
+    monkeypatch.setattr(segment, "_segment_job", real_job)
+    still_asks()
+
+    _asks(monkeypatch, w, "replace")  # the user replaces, then undoes the replacement
+    assert _run(qtbot, w, "tiny2d") is layer and not np.array_equal(layer.data, edited)
+    layer.undo()
+    assert np.array_equal(layer.data, edited)
+    still_asks()  # the edits are edits again
+
+
+def test_a_failure_while_writing_the_result_still_gives_a_layer(
+    make_napari_viewer, qtbot, cache, monkeypatch
+):
+    from napari_cxseg.widgets import segment
+
+    viewer = make_napari_viewer()
+    viewer.add_image(np.random.default_rng(5).random((40, 30)).astype(np.float32), name="cxr")
+    w = _widget(viewer)
+    first = _run(qtbot, w, "tiny2d")
+    before = np.array(first.data)
+
+    def refuse(layer, new):
+        raise RuntimeError("layer is locked")
+
+    monkeypatch.setattr(segment, "apply_array", refuse)
+    second = _run(qtbot, w, "tiny2d")  # unedited: it would have replaced the first silently
+    assert second is not first and second.name == "cxr [tiny2d] (2)"
+    assert np.array_equal(first.data, before) and "layer is locked" in w.status.text()
+
+
+def test_nan_in_the_image_is_replaced_with_a_warning(make_napari_viewer, qtbot, cache, notes):
+    rng = np.random.default_rng(6)
+    clean = rng.random((40, 30)).astype(np.float32)
+    dirty = clean.copy()
+    dirty[:, :4] = np.nan  # e.g. an image from another plugin, padded with NaN
+    dirty[0, 10] = np.inf
+    viewer = make_napari_viewer()
+    viewer.add_image(dirty, name="dirty")
+    fixed = clean.copy()
+    fixed[:, :4] = clean[np.isfinite(dirty)].min()
+    fixed[0, 10] = clean[np.isfinite(dirty)].max()
+    viewer.add_image(fixed, name="fixed")
+    w = _widget(viewer)
+    w.image_combo.setCurrentText("fixed")
+    expected = np.array(_run(qtbot, w, "tiny2d").data)
+    assert not any("non-finite" in n for n in notes["warning"])
+    w.image_combo.setCurrentText("dirty")
+    layer = _run(qtbot, w, "tiny2d")
+    assert any("'dirty'" in n and "161 non-finite" in n for n in notes["warning"])
+    np.testing.assert_array_equal(layer.data, expected)
+    assert np.isnan(viewer.layers["dirty"].data).sum() == 160  # the layer itself is untouched
+
+
+# ---------------------------------------------------------------------- orientation
+
+
+def test_unknown_radiograph_orientation_is_shown(make_napari_viewer, qtbot, cache, notes):
+    viewer = make_napari_viewer()
+    img = np.random.default_rng(7).random((40, 30)).astype(np.float32)
+    viewer.add_image(img, name="other plugin")  # no orientation recorded at all
+    viewer.add_image(img, name="png", metadata={"orientation": {
+        "known": False, "source": "none", "stored": "", "applied": "", "note": ""}})
+    viewer.add_image(img, name="dicom", metadata={"orientation": {
+        "known": True, "source": "DICOM PatientOrientation", "stored": "R\\F", "applied": "L\\F",
+        "note": "stored mirrored; flipped left-right for display"}})
+    viewer.add_image(np.zeros((4, 8, 8), np.float32), name="ct")
+    w = _widget(viewer)
+    for name in ("other plugin", "png"):
+        w.image_combo.setCurrentText(name)
+        assert w.orientation_info.isVisibleTo(w)
+        assert "Orientation not recorded in the file" in w.orientation_info.text()
+        assert "patient's right on the image's left" in w.orientation_info.text()
+    w.image_combo.setCurrentText("dicom")
+    assert "not recorded" not in w.orientation_info.text()
+    assert "DICOM PatientOrientation" in w.orientation_info.text()
+    w.image_combo.setCurrentText("ct")
+    assert not w.orientation_info.isVisibleTo(w)
+
+    w.image_combo.setCurrentText("png")
+    w.resize(420, 360)
+    w.grab().save("/tmp/segment_orientation_warning.png")
+    layer = _run(qtbot, w, "tiny2d")  # the model names right and left lungs
+    assert "Orientation not recorded in the file" in w.status.text()
+    assert any(layer.name in n and "Orientation not recorded" in n for n in notes["warning"])

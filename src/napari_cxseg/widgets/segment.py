@@ -1,12 +1,13 @@
 """Segment dock widget: image layer + model -> a named, coloured, editable Labels layer.
 
 The work runs in a napari generator worker (progress + Cancel); the viewer stays responsive.
-A result never silently replaces a Labels layer the user has edited.
+A result is never dropped and never silently replaces a Labels layer the user has edited
+(:mod:`._segment_result` decides where it goes). NaN/Inf in the image are replaced, with a
+warning; a radiograph whose file records no orientation is named as such.
 """
 
 from __future__ import annotations
 
-import hashlib
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -25,17 +26,26 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..layers import META_KEY
-from ._layers import add_label_map, apply_array, fill_combo, image_from_layer, notify_error
+from ._layers import (
+    add_label_map,
+    apply_array,
+    fill_combo,
+    image_from_layer,
+    notify_error,
+    set_classes,
+)
+from ._segment_result import (
+    names_sides,
+    orientation_line,
+    plan_result,
+    stamp_output,
+    unique_name,
+)
 
 if TYPE_CHECKING:
     import napari
 
 OTHER_MODEL = "Other (bundle / card file)..."
-
-
-def _digest(array: np.ndarray) -> str:
-    return hashlib.sha1(np.ascontiguousarray(array).view(np.uint8)).hexdigest()
 
 
 def _segment_job(image, card, device: str, trust: bool, largest_component: bool | None):
@@ -83,6 +93,9 @@ class SegmentWidget(QWidget):
         self.largest_cc.setChecked(True)
         self.card_info = QLabel()
         self.card_info.setWordWrap(True)
+        self.orientation_info = QLabel()
+        self.orientation_info.setWordWrap(True)
+        self.orientation_info.setVisible(False)
         self.segment_btn = QPushButton("Segment")
         self.cancel_btn = QPushButton("Cancel")
         self.cancel_btn.setEnabled(False)
@@ -93,6 +106,7 @@ class SegmentWidget(QWidget):
 
         form = QFormLayout()
         form.addRow("Image", self.image_combo)
+        form.addRow(self.orientation_info)
         form.addRow("Model", self.model_combo)
         form.addRow("Device", self.device_combo)
         form.addRow(self.largest_cc)
@@ -110,6 +124,7 @@ class SegmentWidget(QWidget):
         self.segment_btn.clicked.connect(self.run)
         self.cancel_btn.clicked.connect(self.cancel)
         self.model_combo.currentTextChanged.connect(self._on_model_changed)
+        self.image_combo.currentTextChanged.connect(self._show_orientation)
         for ev in ("inserted", "removed", "reordered"):
             getattr(self.viewer.layers.events, ev).connect(self._refresh_images)
         self._refresh_images()
@@ -121,6 +136,17 @@ class SegmentWidget(QWidget):
 
         names = [ly.name for ly in self.viewer.layers if isinstance(ly, ImageLayer)]
         fill_combo(self.image_combo, names, prefer=len(names) - 1)
+        self._show_orientation()
+
+    def _show_orientation(self, *args) -> str:
+        """Show (under the image) whether the radiograph's orientation came from its file."""
+        name = self.image_combo.currentText()
+        layer = self.viewer.layers[name] if name and name in self.viewer.layers else None
+        text, unknown = orientation_line(layer)
+        self.orientation_info.setText(f"⚠ {text}" if unknown else text)
+        self.orientation_info.setStyleSheet("color: #e8a33d;" if unknown else "")
+        self.orientation_info.setVisible(bool(text))
+        return text if unknown else ""
 
     def _refresh_models(self) -> None:
         from ..models.cards import list_cards
@@ -182,16 +208,21 @@ class SegmentWidget(QWidget):
         return answer == QMessageBox.StandardButton.Yes
 
     def _ask_replace(self, name: str) -> str:
-        """'replace', 'new' or 'cancel' for a result over a Labels layer the user edited."""
+        """'replace', 'new' or 'cancel' for a result over a Labels layer the user edited.
+
+        Closing the box (Escape) keeps both: the result goes to a new layer.
+        """
         box = QMessageBox(self)
         box.setWindowTitle("Labels were edited")
         box.setText(f"'{name}' has edits that a new result would replace.")
         replace = box.addButton("Replace (undoable)", QMessageBox.ButtonRole.DestructiveRole)
         new = box.addButton("New layer", QMessageBox.ButtonRole.AcceptRole)
-        box.addButton(QMessageBox.StandardButton.Cancel)
+        discard = box.addButton("Discard result", QMessageBox.ButtonRole.RejectRole)
+        box.setDefaultButton(new)
+        box.setEscapeButton(new)
         box.exec()
         clicked = box.clickedButton()
-        return "replace" if clicked is replace else "new" if clicked is new else "cancel"
+        return "replace" if clicked is replace else "cancel" if clicked is discard else "new"
 
     # ------------------------------------------------------------------ run
     def run(self) -> None:
@@ -220,11 +251,15 @@ class SegmentWidget(QWidget):
                 return
             trust = True
 
-        self._job = {"image_layer": name, "card": card}
+        replaced = int(image.meta.get("non_finite_replaced", 0))
+        self._job = {"image_layer": name, "card": card, "orientation": self._show_orientation()}
         self.segment_btn.setEnabled(False)
         self.cancel_btn.setEnabled(True)
         self.progress.setRange(0, 0)
-        self.status.setText(f"Segmenting '{name}' with {card.name}...")
+        self.status.setText(
+            f"Segmenting '{name}' with {card.name}..."
+            + (f" ({replaced} NaN/Inf values replaced)" if replaced else "")
+        )
         self._pbar = progress(total=0, desc=f"CXSeg {card.name}")
         worker = create_worker(
             _segment_job,
@@ -260,40 +295,57 @@ class SegmentWidget(QWidget):
 
     def _on_result(self, label_map) -> None:
         card = self._job["card"]
-        image_name = self._job["image_layer"]
-        name = f"{image_name} [{card.name}]"
-        layer = self.viewer.layers[name] if name in self.viewer.layers else None
-        if layer is not None and layer.data.shape == label_map.array.shape:
-            stored = (layer.metadata.get(META_KEY) or {}).get("model_output_sha1")
-            edited = stored != _digest(np.asarray(layer.data))
-            choice = self._ask_replace(name) if edited else "replace"
-            if choice == "cancel":
-                self.status.setText(f"Result discarded; '{name}' kept as it was.")
+        name = f"{self._job['image_layer']} [{card.name}]"
+        try:
+            layer, note = self._place(label_map, name)
+        except Exception as exc:  # never drop a result: it still gets a layer of its own
+            layer, note = None, ""
+            try:
+                layer = add_label_map(self.viewer, label_map, unique_name(self.viewer, name))
+                stamp_output(layer, card.name)
+                note = f" Could not write into '{name}' ({explain_error(exc)}): added as a new layer."
+            except Exception as exc2:
+                self._fail(f"Showing the result of '{card.name}' failed: {explain_error(exc2)}")
                 return
-            if choice == "replace":
-                apply_array(layer, label_map.array)
-            else:
-                layer = None
-                i = 2
-                while f"{name} ({i})" in self.viewer.layers:
-                    i += 1
-                name = f"{name} ({i})"
-        if layer is None or layer.name != name:
-            layer = add_label_map(self.viewer, label_map, name)
-        layer.metadata = {
-            **layer.metadata,
-            META_KEY: {
-                **(layer.metadata.get(META_KEY) or {}),
-                "model_output_sha1": _digest(np.asarray(layer.data)),
-                "model": card.name,
-            },
-        }
+        if layer is None:
+            self.status.setText(f"Result discarded as asked; '{name}' kept as it was.")
+            return
         self.viewer.layers.selection.active = layer
         layer.mode = "paint"
         counts = np.bincount(np.asarray(layer.data).ravel().astype(np.int64))
         found = [c.name for k, c in label_map.classes.items() if k < len(counts) and counts[k]]
-        self.status.setText(f"Done: '{name}' ({', '.join(found) or 'nothing found'}).")
+        text = f"Done: '{layer.name}' ({', '.join(found) or 'nothing found'}).{note}"
+        orientation = self._job.get("orientation")
+        if orientation and names_sides(label_map.classes):
+            from napari.utils.notifications import show_warning
+
+            text += f"\n{orientation}. Check the left/right names before relying on them."
+            show_warning(
+                f"{orientation}. '{card.name}' named left and right in '{layer.name}' by that "
+                "assumption."
+            )
+        self.status.setText(text)
         self.finished_layer.emit(layer)
+
+    def _place(self, label_map, name: str):
+        """Put a result into the viewer: ``(layer, note)``; ``(None, "")`` when discarded."""
+        card = self._job["card"]
+        plan = plan_result(self.viewer, name, label_map)
+        layer, note = plan.layer, f" {plan.reason}: added as a new layer." if plan.reason else ""
+        if layer is not None and plan.ask:
+            choice = self._ask_replace(layer.name)
+            if choice == "cancel":
+                return None, ""
+            if choice == "new":
+                layer = None
+                plan.name = unique_name(self.viewer, name)
+        if layer is None:
+            layer = add_label_map(self.viewer, label_map, plan.name)
+        else:
+            apply_array(layer, label_map.array)  # one undo step: Ctrl+Z brings the old labels back
+            set_classes(layer, label_map.classes)
+        stamp_output(layer, card.name)
+        return layer, note
 
     def _on_error(self, exc: BaseException) -> None:
         card = self._job["card"].name if getattr(self, "_job", None) else "?"
