@@ -6,6 +6,8 @@ Subcommands
              folder, a CSV with an ``image`` column, an MSD task folder) with a model card.
 ``models``   list the model cards and where each one's weights are (or what is missing).
 ``demo``     run the bundled demo (``napari_cxseg.demo.run_demo``).
+``train``    train or fine-tune a model on labelled data into a MONAI bundle (:mod:`.cli_train`).
+``evaluate`` Dice, IoU, HD95 and surface distance of predictions against references.
 
 Every failure ends with a non-zero exit status and a one-line reason on stderr.
 """
@@ -41,7 +43,7 @@ class InputItem:
 
 # ---------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser (subcommands ``predict``, ``models``, ``demo``)."""
+    """The argument parser (subcommands ``predict``, ``models``, ``demo``, ``train``, ``evaluate``)."""
     p = argparse.ArgumentParser(prog=PROG, description="MONAI segmentation of chest X-rays and CT/MRI volumes.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -68,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     de = sub.add_parser("demo", help="run the demo (segments the sample CXR and CT)")
     de.add_argument("--output", "-o", required=True, help="folder for the demo's outputs")
     de.set_defaults(func=cmd_demo)
+
+    from .cli_train import add_parsers
+
+    add_parsers(sub)
     return p
 
 

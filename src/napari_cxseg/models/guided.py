@@ -153,13 +153,10 @@ def load_spec(name_or_path: str | Path) -> ClickNetSpec:
 
 
 def build_network(spec: ClickNetSpec):
-    """The MONAI network of ``spec`` (random weights)."""
-    from monai.networks import nets
+    """The network of ``spec`` (random weights), by the package's one network builder."""
+    from .networks import make_network
 
-    cls = getattr(nets, spec.network["name"], None)
-    if cls is None:
-        raise CxsegError(f"click-network {spec.name}: MONAI has no network {spec.network['name']!r}")
-    return cls(**spec.network["args"])
+    return make_network(spec.network["name"], spec.network["args"], f"click-network {spec.name}")
 
 
 # ---------------------------------------------------------------------- working grids (torch)

@@ -1,6 +1,7 @@
 """Networks named by model cards, built and loaded with their weights.
 
-Only classes of ``monai.networks.nets`` can be named by a card (a card is data, not code);
+Only classes of ``monai.networks.nets`` and this package's own architectures
+(:mod:`.architectures`, e.g. SA-UNet) can be named by a card (a card is data, not code);
 TorchScript files and TorchXRayVision's PSPNet are the two other ways a network comes in.
 A TorchScript file is a program (PyTorch's security model): it loads only when trusted
 (:func:`napari_cxseg.models.trust.load_torchscript`).
@@ -26,19 +27,41 @@ XRV_PSPNET_TARGETS = (
 )
 
 
-def monai_network_class(name: str) -> type:
-    """The class ``name`` of ``monai.networks.nets`` (``"UNet"`` or ``"monai.networks.nets.UNet"``)."""
+def network_class(name: str) -> type:
+    """The network class a card names: ``monai.networks.nets.<name>`` or one of this package's
+    :data:`~napari_cxseg.models.architectures.ARCHITECTURES` (``"SAUNet"``).
+
+    ``"UNet"``, ``"monai.networks.nets.UNet"`` and ``"napari_cxseg.models.architectures.SAUNet"``
+    are accepted; nothing else is imported (a card is data, not code).
+    """
     import monai.networks.nets as nets
 
-    short = name.rsplit(".", 1)[-1] if name.startswith("monai.networks.nets.") else name
-    cls = getattr(nets, short, None)
+    from .architectures import ARCHITECTURES
+
+    short = name.rsplit(".", 1)[-1]
+    if name in (short, f"napari_cxseg.models.architectures.{short}") and short in ARCHITECTURES:
+        return ARCHITECTURES[short]
+    cls = getattr(nets, short, None) if name in (short, f"monai.networks.nets.{short}") else None
     if cls is None or not isinstance(cls, type):
-        raise CxsegError(f"network '{name}' is not a class of monai.networks.nets")
+        raise CxsegError(f"network '{name}' is not a class of monai.networks.nets or one of "
+                         f"{', '.join(ARCHITECTURES)}")
     return cls
 
 
+def make_network(name: str, args: dict, where: str = "card") -> torch.nn.Module:
+    """``network_class(name)(**args)`` with a message naming ``where`` when the arguments do not fit.
+
+    The one network builder: model cards, click-network specs and the Trainer use it.
+    """
+    cls = network_class(name)
+    try:
+        return cls(**dict(args))
+    except (TypeError, ValueError, AssertionError) as e:
+        raise CxsegError(f"{where}: field 'network.args' does not fit {name}: {e}") from None
+
+
 def build_network(card: ModelCard) -> torch.nn.Module:
-    """The card's network without weights (``monai.networks.nets.<name>(**args)``).
+    """The card's network without weights (see :func:`make_network`).
 
     Raises
     ------
@@ -47,13 +70,7 @@ def build_network(card: ModelCard) -> torch.nn.Module:
     """
     if card.network is None:
         raise CxsegError(f"model {card.name}: the card names no network")
-    cls = monai_network_class(card.network.name)
-    try:
-        net = cls(**card.network.args)
-    except (TypeError, ValueError, AssertionError) as e:
-        where = card.path or card.name
-        raise CxsegError(f"model card {where}: field 'network.args' does not fit {card.network.name}: {e}") from None
-    return net
+    return make_network(card.network.name, card.network.args, f"model card {card.path or card.name}")
 
 
 def load_network(card: ModelCard, weights: str | Path | None = None, trust: bool = False) -> torch.nn.Module:

@@ -35,9 +35,10 @@ from ..images import CxsegError
 from .bundle_config import MAX_NODES, display_id, get_path, monai_items, walk
 
 HOW_TO_TRUST = "run it only if you trust its source: --trust in the CLI, or confirm in the Segment widget"
-#: Modules whose classes a plain bundle may name (networks, transforms, inferers).
+#: Modules whose classes a plain bundle may name (networks, transforms, inferers; our own networks).
 ALLOWED_MODULES = ("monai.networks.nets.", "monai.networks.blocks.", "monai.networks.layers.",
-                   "monai.transforms.", "monai.inferers.", "torch.nn.modules.")
+                   "monai.transforms.", "monai.inferers.", "torch.nn.modules.",
+                   "napari_cxseg.models.architectures.")
 #: Ids the product sets itself; their content in the bundle is never evaluated.
 OVERRIDDEN_IDS = ("bundle_root", "device")
 #: Why a class of these modules is code (first match wins; checked before ALLOWED_MODULES).
@@ -206,7 +207,8 @@ def target_problem(name: Any, locator: Any = None) -> tuple[type | None, str, st
         kind = "a module" if inspect.ismodule(obj) else "a function" if callable(obj) else "not a class"
         return None, shown, f"{kind}, not a class a plain bundle needs"
     if not (module + ".").startswith(ALLOWED_MODULES):
-        return None, shown, "outside the classes a plain bundle needs (MONAI networks, transforms, inferers, torch.nn)"
+        return None, shown, ("outside the classes a plain bundle needs (MONAI networks, transforms, inferers, "
+                             "torch.nn, napari-cxseg's own networks)")
     return obj, shown, ""
 
 

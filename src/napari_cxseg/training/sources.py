@@ -20,7 +20,6 @@ each structure's values are, so cards pick what they need by class name
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -180,14 +179,13 @@ def structure_cases(folder: Path, source: str) -> list[Case]:
 
 
 def _label_names_beside(mask: Path) -> dict[int, str]:
-    for side in (mask.with_name(mask.name + ".labels.json"), mask.with_name(_stem(mask) + ".labels.json")):
-        if side.is_file():
-            try:
-                d = json.loads(side.read_text(encoding="utf-8")).get("classes", {})
-                return {int(k): (v["name"] if isinstance(v, dict) else str(v)) for k, v in d.items()}
-            except (OSError, ValueError, KeyError, TypeError, AttributeError):
-                return {}
-    return {}
+    """Class names from the sidecar that describes exactly this mask file (none when it does not match)."""
+    from ..io.sidecar import classes_from_sidecar, read_sidecar
+
+    try:
+        return {int(k): c.name for k, c in classes_from_sidecar(read_sidecar(mask)).items()}
+    except Exception:  # a broken sidecar only loses the names, never the case
+        return {}
 
 
 def pair_cases(images: Path, labels: Path, source: str) -> list[Case]:

@@ -368,7 +368,8 @@ class Trainer:
             state["epoch"] = epoch
             save_checkpoint(self.last_checkpoint, net, opt, sched, scaler, state, self.card, cfg)
             (self.train_dir / "history.json").write_text(json.dumps(state["history"], indent=1))
-            plot_history(state["history"], self.train_dir / "training_curve.png", title=self.card.name)
+            if "dice" in rec or last:
+                plot_history(state["history"], self.train_dir / "training_curve.png", title=self.card.name)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{rec['loss']:.4f}", dice=f"{rec.get('dice', float('nan')):.4f}")
