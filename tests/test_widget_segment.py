@@ -297,7 +297,7 @@ def test_nan_in_the_image_is_replaced_with_a_warning(make_napari_viewer, qtbot, 
 # ---------------------------------------------------------------------- orientation
 
 
-def test_unknown_radiograph_orientation_is_shown(make_napari_viewer, qtbot, cache, notes):
+def test_unknown_radiograph_orientation_is_shown(make_napari_viewer, qtbot, cache, notes, tmp_path):
     viewer = make_napari_viewer()
     img = np.random.default_rng(7).random((40, 30)).astype(np.float32)
     viewer.add_image(img, name="other plugin")  # no orientation recorded at all
@@ -321,7 +321,8 @@ def test_unknown_radiograph_orientation_is_shown(make_napari_viewer, qtbot, cach
 
     w.image_combo.setCurrentText("png")
     w.resize(420, 360)
-    w.grab().save("/tmp/segment_orientation_warning.png")
+    shot = tmp_path / "segment_orientation_warning.png"  # what the user sees (for review)
+    assert w.grab().save(str(shot)) and shot.stat().st_size > 1000
     layer = _run(qtbot, w, "tiny2d")  # the model names right and left lungs
     assert "Orientation not recorded in the file" in w.status.text()
     assert any(layer.name in n and "Orientation not recorded" in n for n in notes["warning"])
