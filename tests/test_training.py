@@ -103,7 +103,7 @@ def test_trainer_lowers_loss_and_validates_with_predictor(tmp_path):
     write_structure_set(tmp_path / "data", n=14)
     train, val = split_cases(find_cases(tmp_path / "data"), 0.2)
     card = card_from_dict(tiny_card_2d())
-    cfg = TrainConfig(epochs=20, batch_size=2, lr=1e-2, threads=2, augment=False, val_every=10)
+    cfg = TrainConfig(epochs=20, batch_size=2, lr=1e-2, threads=1, augment=False, val_every=10)
     res = Trainer(card, train, val, tmp_path / "run", cfg, progress=False).fit()
     losses = [r["loss"] for r in res.history]
     assert losses[-1] < 0.8 * losses[0]
@@ -162,7 +162,7 @@ def test_msd_train_export_bundle_runs_untrusted_and_with_monai(tmp_path, monkeyp
     assert [c.source for c in cases] == ["TaskXX_Sphere"] * 3
     card = card_from_dict(tiny_card_3d())
     res = Trainer(card, cases[:2], cases[2:], tmp_path / "bundle",
-                  TrainConfig(epochs=6, batch_size=2, lr=1e-2, threads=2, patches_per_volume=2),
+                  TrainConfig(epochs=6, batch_size=2, lr=1e-2, threads=1, patches_per_volume=2),
                   progress=False).fit()
     bdir = export_bundle(card, res.weights, tmp_path / "bundle", metrics={"val_mean_dice": res.best_dice})
     for f in ("configs/metadata.json", "configs/inference.json", "models/model.pt", "docs/README.md"):

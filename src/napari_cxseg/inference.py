@@ -150,6 +150,7 @@ class Predictor:
 
         card = self.card
         self.validate(image)
+        image = _finite_image(image)
         chans = self._channels(image)
         # inference mode is entered per step, never across a yield: the caller's code between
         # two steps must not run under it
@@ -436,6 +437,22 @@ def largest_components(labels: np.ndarray, class_ids: list[int]) -> np.ndarray:
     t = torch.as_tensor(labels.astype(np.int64))[None]
     kept = KeepLargestConnectedComponent(applied_labels=present, is_onehot=False, independent=True)(t)
     return np.asarray(kept[0]).astype(labels.dtype)
+
+
+def _finite_image(image: Image) -> Image:
+    """The image with NaN/Inf replaced (finite min/max) and a warning naming it, or the image itself."""
+    from .images import finite_array
+
+    arr, n = finite_array(image.array)
+    if n == 0:
+        return image
+    import warnings
+
+    src = image.meta.get("source_path") or image.meta.get("name") or "the image"
+    warnings.warn(f"{src}: {n} non-finite values (NaN/Inf) replaced by the finite minimum/maximum before "
+                  "segmenting", UserWarning, stacklevel=3)
+    return copy.copy(image).__class__(array=arr, geometry=image.geometry, modality=image.modality,
+                                      channel_names=image.channel_names, meta=dict(image.meta))
 
 
 def _label_dtype(card: ModelCard) -> type:

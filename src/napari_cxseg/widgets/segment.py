@@ -198,12 +198,15 @@ class SegmentWidget(QWidget):
         return path
 
     def _confirm_trust(self, card) -> bool:
-        """Ask before running a bundle whose config holds Python expressions."""
+        """Ask before running a model whose files hold code (bundle expressions, TorchScript)."""
+        from ..models.trust import trust_findings
+
+        reasons = "\n".join(f"\u2022 {f}" for f in trust_findings(card)[:3])
         answer = QMessageBox.question(
             self,
-            "Run bundle code?",
-            f"The MONAI bundle '{card.name}' contains Python expressions ($...) in its config.\n"
-            "Running it executes that code. Run it only if you trust its source.\n\nRun it?",
+            "Run code from this model?",
+            f"Running '{card.name}' runs code from its files:\n{reasons}\n\n"
+            "Run it only if you trust its source. Run it?",
         )
         return answer == QMessageBox.StandardButton.Yes
 
@@ -230,7 +233,7 @@ class SegmentWidget(QWidget):
         from napari.qt.threading import create_worker
         from napari.utils import progress
 
-        from ..models.bundle import requires_trust
+        from ..models.trust import requires_trust
         from ..models.cards import find_card
 
         name = self.image_combo.currentText()
@@ -247,7 +250,7 @@ class SegmentWidget(QWidget):
         trust = False
         if requires_trust(card):
             if not self._confirm_trust(card):
-                self.status.setText("Not run: bundle not trusted.")
+                self.status.setText("Not run: model not trusted.")
                 return
             trust = True
 
