@@ -209,3 +209,48 @@ def test_cli_train_then_predict_and_evaluate(tmp_path, monkeypatch, capsys):
 def test_film_fixture_is_pa():
     img, lab = film(np.random.default_rng(0))
     assert lab[:, :48].max() == 1 and lab[:, 48:].max() == 2
+
+
+def test_dicom_series_with_dicom_seg_pairs(tmp_path):
+    from dicom_factory import write_ct_series
+    from napari_cxseg import io
+    from napari_cxseg.images import LabelClass, LabelMap
+
+    write_ct_series(tmp_path / "data" / "images" / "case0", n_slices=8)
+    image = io.read(tmp_path / "data" / "images" / "case0")[0]
+    lab = np.zeros(image.spatial_shape, np.uint8)
+    lab[2:5, 10:20, 8:16] = 1
+    (tmp_path / "data" / "labels").mkdir()
+    io.write_labels(LabelMap(lab, image.geometry, {1: LabelClass("liver")}), tmp_path / "data" / "labels" / "case0.dcm")
+    cases = find_cases(tmp_path / "data")
+    assert len(cases) == 1 and cases[0].masks["label"].suffix == ".dcm"
+    target = build_target({1: "liver"}, cases[0], image, multi_label=False)
+    assert target.shape == (1, *image.spatial_shape)
+    assert np.array_equal(target[0], lab)  # the SEG's frames land on their slices of the series
+
+
+def test_fine_tune_card_from_a_bundle_keeps_its_network_and_preprocessing(tmp_path):
+    import shutil
+    from pathlib import Path
+
+    from monai.networks.nets import UNet
+
+    from napari_cxseg.training.card_builder import card_for_training
+    from napari_cxseg.training.trainer import init_weights
+
+    bdir = tmp_path / "spleen"
+    shutil.copytree(Path(__file__).parent / "data" / "spleen_ct_segmentation", bdir)
+    ref = UNet(3, 1, 2, (16, 32, 64, 128, 256), (2, 2, 2, 2), num_res_units=2, norm="batch")
+    (bdir / "models").mkdir()
+    torch.save(ref.state_dict(), bdir / "models" / "model.pt")
+    card = card_for_training([], "spleen-ft", start=bdir)
+    assert card.network.name == "UNet" and card.network.args["num_res_units"] == 2
+    assert card.input.spacing == (1.5, 1.5, 2.0) and card.input.intensity["a_min"] == -57
+    assert tuple(card.inference.roi_size) == (96, 96, 96)
+    net = UNet(3, 1, 2, (16, 32, 64, 128, 256), (2, 2, 2, 2), num_res_units=2, norm="batch")
+    assert init_weights(net, bdir) == []
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), ref.state_dict().values(), strict=True))
+    # a new head for other classes: everything else is copied, the head keeps its fresh weights
+    net3 = UNet(3, 1, 3, (16, 32, 64, 128, 256), (2, 2, 2, 2), num_res_units=2, norm="batch")
+    left = init_weights(net3, bdir)
+    assert left and all("model.2" in k for k in left)

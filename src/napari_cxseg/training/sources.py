@@ -8,7 +8,8 @@
 * a *structure* folder: ``images/`` plus ``masks/<structure>/`` sub-folders with one mask per
   image and structure (the layout of the JSRT/SCR and Shenzhen copies: ``masks/lungs``,
   ``masks/heart``, ``masks/clavicles``, ``masks/lungs_combined``);
-* a folder of pairs: ``images/`` + ``labels/`` (or ``masks/``) with matching names, or files
+* a folder of pairs: ``images/`` + ``labels/`` (or ``masks/``) with matching names (an image may be a
+  DICOM series folder and its label a DICOM SEG ``<folder name>.dcm``), or files
   ``<name>.<ext>`` next to ``<name>_mask.<ext>`` / ``_label`` / ``_seg`` / ``-mask``;
 * a folder whose sub-folders are any of the above (several sources, e.g. ``data/cxr``).
 
@@ -199,8 +200,9 @@ def pair_cases(images: Path, labels: Path, source: str) -> list[Case]:
                 break
         labs[s] = f
     cases = []
-    for img in _files(images):
-        sid = _stem(img)
+    series = [d for d in sorted(images.iterdir()) if d.is_dir() and not d.name.startswith(".")]
+    for img in [*_files(images), *series]:  # image files, and DICOM series folders named as their SEG
+        sid = _stem(img) if img.is_file() else img.name
         lab = labs.get(sid) or labs.get(re.sub(r"_0000$", "", sid))
         if lab is not None:
             cases.append(Case(sid, img, {"label": lab}, source=source, label_names=_label_names_beside(lab)))

@@ -1,9 +1,11 @@
 """Reference masks of a :class:`~napari_cxseg.training.sources.Case` as a card's training target.
 
-Masks are read with the package's readers, put on the *image's* held grid (datasets draw masks
-on the stored pixels; when a reader reorients the image for display, the mask follows through
-``Geometry.from_disk``), resized when a dataset stores them at another resolution (CXLSeg's
-224 px JPEG masks) and thresholded at half their maximum when stored lossy (JPEG). Classes
+Masks are read with the package's readers and put on the *image's* held grid: radiograph masks
+through the stored pixel grid (datasets draw masks on the stored pixels; when a reader
+reorients the image for display, the mask follows through ``Geometry.from_disk``), resized when a
+dataset stores them at another resolution (CXLSeg's 224 px JPEG masks) and thresholded at half
+their maximum when stored lossy (JPEG); volumes through world coordinates (a DICOM SEG spanning
+some slices of its series lands on those slices). Classes
 are matched to the card by name; a mask that holds both lungs in one class is split into the
 right and the left lung by anatomy (:func:`split_lungs`) when the card names the sides.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -40,6 +43,8 @@ def read_mask(path: Path, image: Image) -> np.ndarray:
     from ..io import read
 
     lab = read(path, as_labels=True)[0]
+    if image.geometry.ndim == 3:
+        return _on_image_grid(lab, image, path)
     disk = lab.geometry.to_disk(np.asarray(lab.array))
     if str(path).lower().endswith((".jpg", ".jpeg")):
         top = int(disk.max(initial=0))
@@ -47,16 +52,29 @@ def read_mask(path: Path, image: Image) -> np.ndarray:
     want = tuple(image.geometry.disk_shape) if image.geometry.disk_shape is not None else image.spatial_shape
     if disk.shape != want:
         if disk.ndim != 2 or len(want) != 2:
-            raise CxsegError(f"mask {path} has shape {disk.shape}, its image {image.meta.get('source_path')} "
-                             f"{want}: 3D masks must be on the image's grid")
+            raise CxsegError(f"mask {path} has shape {disk.shape}, its image {image.meta.get('source_path')} {want}")
         from PIL import Image as PILImage
 
         disk = np.asarray(PILImage.fromarray(disk.astype(np.uint8)).resize((want[1], want[0]), PILImage.NEAREST))
-    elif image.geometry.ndim == 3 and not np.allclose(lab.geometry.source_affine, image.geometry.source_affine,
-                                                      atol=1e-3):
-        raise CxsegError(f"mask {path} is not on the grid of its image {image.meta.get('source_path')} "
-                         "(different affine)")
     return np.asarray(image.geometry.from_disk(disk)).astype(np.int64)
+
+
+def _on_image_grid(lab: Any, image: Image, path: Path) -> np.ndarray:
+    """A 3D label map placed on the image's voxels through world coordinates (nearest neighbour).
+
+    A mask on the image's own grid comes back as it is; a DICOM SEG that spans only some slices,
+    or a label file on another grid of the same patient, is resampled without interpolation.
+    """
+    arr = np.asarray(lab.array)
+    if lab.geometry.same_grid(image.geometry, arr.shape, image.spatial_shape):
+        return arr.astype(np.int64)
+    from scipy.ndimage import affine_transform
+
+    m = np.linalg.inv(lab.geometry.affine) @ image.geometry.affine
+    out = affine_transform(arr, m[:3, :3], m[:3, 3], output_shape=image.spatial_shape, order=0, cval=0)
+    if arr.any() and not out.any():
+        raise CxsegError(f"mask {path} does not overlap its image {image.meta.get('source_path')} in world space")
+    return out.astype(np.int64)
 
 
 def split_lungs(mask: np.ndarray) -> np.ndarray:
