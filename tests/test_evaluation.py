@@ -7,7 +7,12 @@ import math
 import numpy as np
 import pytest
 
-from napari_cxseg.training.evaluation import EvaluationReport, case_metrics, dice_per_class, write_report
+from napari_cxseg.training.evaluation import (
+    EvaluationReport,
+    case_metrics,
+    dice_per_class,
+    write_report,
+)
 
 
 def squares(shift: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -233,8 +233,8 @@ class SegmentWidget(QWidget):
         from napari.qt.threading import create_worker
         from napari.utils import progress
 
-        from ..models.trust import requires_trust
         from ..models.cards import find_card
+        from ..models.trust import requires_trust
 
         name = self.image_combo.currentText()
         if not name or name not in self.viewer.layers:
