@@ -236,7 +236,7 @@ def test_fine_tune_card_from_a_bundle_keeps_its_network_and_preprocessing(tmp_pa
     from monai.networks.nets import UNet
 
     from napari_cxseg.training.card_builder import card_for_training
-    from napari_cxseg.training.trainer import init_weights
+    from napari_cxseg.training.checkpoint import init_weights
 
     bdir = tmp_path / "spleen"
     shutil.copytree(Path(__file__).parent / "data" / "spleen_ct_segmentation", bdir)
@@ -254,3 +254,31 @@ def test_fine_tune_card_from_a_bundle_keeps_its_network_and_preprocessing(tmp_pa
     net3 = UNet(3, 1, 3, (16, 32, 64, 128, 256), (2, 2, 2, 2), num_res_units=2, norm="batch")
     left = init_weights(net3, bdir)
     assert left and all("model.2" in k for k in left)
+
+
+def test_torchrun_two_cpu_processes_follow_the_single_process_loss(tmp_path, monkeypatch):
+    """DDP with 2 CPU processes (gloo) through torchrun gives the loss curve of one process."""
+    import os
+    import shutil
+
+    monkeypatch.setenv("CXSEG_CACHE_DIR", str(tmp_path / "cache"))
+    write_structure_set(tmp_path / "data", n=12)
+    # the same global batch: 4 in one process, 2 per process in two
+    common = ["train", "--data", str(tmp_path / "data"), "--epochs", "6", "--patch", "64", "64",
+              "--lr", "0.01", "--val-every", "6", "--no-register"]
+    env = {**os.environ, "CXSEG_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    one = subprocess.run([sys.executable, "-m", "napari_cxseg.cli", *common, "--batch", "4", "--out", str(tmp_path / "one")],
+                         capture_output=True, text=True, timeout=600, env=env)
+    assert one.returncode == 0, one.stderr[-2000:]
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or "torchrun"
+    two = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", "-m", "napari_cxseg.cli", *common,
+                          "--batch", "2", "--out", str(tmp_path / "two")], capture_output=True, text=True, timeout=600, env=env)
+    assert two.returncode == 0, two.stderr[-3000:]
+    a = [r["loss"] for r in json.loads((tmp_path / "one" / "train" / "history.json").read_text())]
+    b = [r["loss"] for r in json.loads((tmp_path / "two" / "train" / "history.json").read_text())]
+    assert len(a) == len(b) == 6
+    assert a[-1] < 0.8 * a[0] and b[-1] < 0.8 * b[0]  # both learn
+    # same shape: every epoch's loss within 35 % of the other's, and they fall together
+    assert all(abs(x - y) / x < 0.35 for x, y in zip(a, b, strict=True))
+    assert np.corrcoef(a, b)[0, 1] > 0.9
+    assert (tmp_path / "two" / "models" / "model.pt").is_file()  # rank 0 exported the bundle

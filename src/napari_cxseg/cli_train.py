@@ -3,7 +3,8 @@
 ``train`` finds the labelled cases in ``--data`` (an MSD task, a CXLSeg dataset, images +
 masks folders, pairs), splits them by patient, trains a card (made from the data, or the
 ``--from`` model's to fine-tune it), writes a MONAI bundle into ``--out`` and registers a card
-for it so that ``predict`` and the Segment widget offer it. ``evaluate`` compares predictions
+for it so that ``predict`` and the Segment widget offer it. Under ``torchrun`` (several GPUs or
+machines; gloo on CPUs) every process trains its share and rank 0 validates and writes. ``evaluate`` compares predictions
 with references (files, folders, CSVs or MSD tasks, matched by name) and writes a table, a CSV
 and a plot.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -80,6 +82,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if trainer.skipped:
         print(f"left out (masks lack a class): {', '.join(trainer.skipped)}", file=sys.stderr)
     res = trainer.fit(resume=args.resume)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0  # torchrun: rank 0 exports and registers
     if res.weights is None:
         raise CxsegError(f"training of {name} produced no weights")
     metrics = {"val_mean_dice": round(res.best_dice, 4), **{f"val_dice_{k.replace(' ', '_')}": round(v, 4)

@@ -1,4 +1,4 @@
-"""Training checkpoints that load with ``torch.load(weights_only=True)`` (plain tensors and data)."""
+"""Training checkpoints that load with ``torch.load(weights_only=True)``, and starting weights for fine-tuning."""
 
 from __future__ import annotations
 
@@ -70,3 +70,40 @@ def _plain(obj: Any) -> Any:
     if isinstance(obj, np.generic):
         return obj.item()
     return obj
+
+
+def init_weights(net: Any, source: Any) -> list[str]:
+    """Copy weights into ``net`` from a state dict, a weights file, a card or a bundle.
+
+    Keys whose shapes do not match (a new output layer for other classes) are left as they are.
+
+    Returns
+    -------
+    list of str
+        The keys that were not copied.
+
+    Raises
+    ------
+    CxsegError
+        When nothing at all matches (another architecture).
+    """
+    from ..models.weights import _match_prefixes, load_state_dict
+
+    if isinstance(source, dict):
+        sd = source
+    elif isinstance(source, str | os.PathLike) and str(source).endswith((".pt", ".pth")) and Path(source).is_file():
+        sd = load_state_dict(source)
+    else:
+        from ..models.cards import find_card
+        from ..models.weights import resolve_weights
+
+        card = source if isinstance(source, ModelCard) else find_card(source)
+        sd = load_state_dict(resolve_weights(card))
+    own = net.state_dict()
+    sd = _match_prefixes(sd, set(own))
+    fit = {k: v for k, v in sd.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
+    if not fit:
+        raise CxsegError(f"none of the weights of {source} fit this network (another architecture?)")
+    own.update(fit)
+    net.load_state_dict(own)
+    return sorted(set(own) - set(fit))

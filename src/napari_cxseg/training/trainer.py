@@ -196,13 +196,14 @@ class Trainer:
     def build(self) -> Any:
         """The card's network, initialised from ``init`` when given."""
         from ..models.networks import build_network
+        from .checkpoint import init_weights
 
         net = build_network(self.card)
         if self.init is not None:
             init_weights(net, self.init)
         return net
 
-    def _dataset(self) -> Any:
+    def _dataset(self, cases: Sequence[Case] | None = None, show: bool | None = None) -> Any:
         from monai.data import CacheDataset
         from monai.transforms import Compose
 
@@ -217,9 +218,9 @@ class Trainer:
                                              multi_label=self.multi_label))
         elif cfg.augment:
             steps.append(radiograph_augmentation(cfg.seed, strength=cfg.augment_strength))
-        data = [{"case": c} for c in self.train_cases]
+        data = [{"case": c} for c in (self.train_cases if cases is None else cases)]
         return CacheDataset(data, Compose(steps), cache_rate=1.0, num_workers=max(1, cfg.num_workers) or None,
-                            progress=self.progress)
+                            progress=self.progress if show is None else show)
 
     def loss_function(self) -> Any:
         """Dice + cross-entropy (softmax cards) or Dice + BCE per structure (sigmoid cards)."""
@@ -231,53 +232,14 @@ class Trainer:
 
     # ------------------------------------------------------------------ validation
     def validate(self, network: Any, device: Any = "cpu", cases: Sequence[Case] | None = None) -> dict[str, Any]:
-        """Dice per class, per source and per case with the product's Predictor on the cases' grids.
+        """Dice per class, per source and per case with the product's Predictor on the cases' grids
+        (see :func:`~napari_cxseg.training.validation.validate_cases`)."""
+        from .validation import validate_cases
 
-        Sigmoid cards are compared on the displayed label map (overlaps resolved by the card's
-        rule, the reference resolved the same way).
-        """
-        from ..inference import Predictor
-        from .evaluation import dice_per_class
-
-        pred = Predictor(self.card, device=device, network=network)
-        per_case: dict[str, dict[str, float]] = {}
-        by_source: dict[str, list[dict[str, float]]] = {}
-        for case in cases if cases is not None else self.val_cases:
-            image, ref = self._val_item(case)
-            labels = pred.predict(image).array
-            d = dice_per_class(labels, ref, self.class_names)
-            per_case[case.key] = d
-            by_source.setdefault(case.source, []).append(d)
+        out = validate_cases(self.card, network, self.val_cases if cases is None else cases, device,
+                             self._val_cache)
         network.train()
-
-        def mean(rows: list[dict[str, float]]) -> dict[str, float]:
-            return {n: float(np.mean([r[n] for r in rows])) for n in self.class_names.values()} if rows else {}
-
-        per_class = mean(list(per_case.values()))
-        return {
-            "dice": float(np.mean(list(per_class.values()))) if per_class else float("nan"),
-            "per_class": per_class,
-            "per_source": {s: mean(rows) for s, rows in by_source.items()},
-            "per_case": per_case,
-        }
-
-    def _val_item(self, case: Case) -> tuple[Any, np.ndarray]:
-        if case.key not in self._val_cache:
-            from ..inference import combine_masks
-            from ..io import read
-            from .loading import channel_of_class
-            from .targets import build_target
-
-            image = read(case.image, **case.options)[0]
-            target = build_target(self.class_names, case, image, self.multi_label, channel_of_class(self.card))
-            if self.multi_label:
-                k = target.shape[0]
-                lm = self.card.channel_label_map(k)
-                ref = combine_masks(target.astype(bool), lm, self.card.output.overlap, self.card.output.priority)
-            else:
-                ref = target[0]
-            self._val_cache[case.key] = (image, ref.astype(np.int32))
-        return self._val_cache[case.key]
+        return out
 
     # ------------------------------------------------------------------ the loop
     def fit(self, resume: bool = False, on_epoch: EpochFn | None = None, cancel: CancelFn | None = None) -> TrainResult:
@@ -297,13 +259,14 @@ class Trainer:
         from monai.data import DataLoader
 
         from ..device import pick_device
+        from . import distributed as dd
         from .checkpoint import load_checkpoint, save_checkpoint
         from .curves import plot_history
 
         cfg = self.config
         if cfg.threads:
             torch.set_num_threads(int(cfg.threads))
-        device = pick_device(cfg.device)
+        dist, device = dd.setup(pick_device(cfg.device))
         cuda = device.type == "cuda"
         if cuda:
             torch.backends.cudnn.benchmark = True
@@ -316,70 +279,70 @@ class Trainer:
         state = {"epoch": 0, "history": [], "best": -1.0, "best_epoch": 0, "best_eval": {}}
         if resume and self.last_checkpoint.is_file():
             state = load_checkpoint(self.last_checkpoint, net, opt, sched, scaler, self.card, cfg)
-        ds = self._dataset()
+        model = dd.wrap(net, dist, device)
+        ds = self._dataset(dd.shard(self.train_cases, dist), show=self.progress and dist.main)
         loss_fn = self.loss_function()
-        self.train_dir.mkdir(parents=True, exist_ok=True)
+        if dist.main:
+            self.train_dir.mkdir(parents=True, exist_ok=True)
         t_start = time.time()
         stopped = "done"
-        bar = _bar(cfg.epochs, state["epoch"], self.progress)
-        for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
-            torch.manual_seed(cfg.seed * 7919 + epoch)
-            if hasattr(ds.transform, "set_random_state"):
-                ds.transform.set_random_state(seed=(cfg.seed * 7919 + epoch) % (2**32))
-            gen = torch.Generator()
-            gen.manual_seed(cfg.seed * 7919 + epoch)
-            loader = DataLoader(ds, batch_size=cfg.batch_size, shuffle=True, num_workers=cfg.num_workers,
-                                generator=gen, drop_last=len(ds) * max(1, cfg.patches_per_volume) > cfg.batch_size)
-            net.train()
-            t0 = time.time()
-            losses = []
-            for batch in loader:
-                if cancel is not None and cancel():
-                    raise TrainingCancelled(f"training of {self.card.name} cancelled in epoch {epoch}; "
-                                            f"resume continues from epoch {epoch - 1}")
-                x = batch["image"].as_tensor().float().to(device) if hasattr(batch["image"], "as_tensor") \
-                    else batch["image"].float().to(device)
-                y = torch.as_tensor(batch["label"]).to(device)
-                y = y.float() if self.multi_label else y.long()
-                opt.zero_grad(set_to_none=True)
-                with torch.autocast("cuda", dtype=amp_dtype, enabled=cuda and cfg.amp):
-                    loss = loss_fn(net(x), y)
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
-                losses.append(float(loss.detach()))
-            sched.step()
-            rec: dict[str, Any] = {"epoch": epoch, "loss": float(np.mean(losses)) if losses else float("nan"),
-                                   "lr": float(opt.param_groups[0]["lr"])}
-            over = cfg.max_minutes is not None and time.time() - t_start > 60 * cfg.max_minutes
-            last = epoch == cfg.epochs or over
-            if self.val_cases and (epoch % cfg.val_every == 0 or last):
-                ev = self.validate(net, device)
-                rec["dice"] = ev["dice"]
-                rec["dice_per_class"] = ev["per_class"]
-                if ev["dice"] > state["best"]:
-                    state.update(best=ev["dice"], best_epoch=epoch, best_eval=ev)
-                    _save_state_dict(net, self.best_weights)
-            elif not self.val_cases:
-                _save_state_dict(net, self.best_weights)
-                state.update(best_epoch=epoch)
-            rec["seconds"] = time.time() - t0
-            state["history"].append(rec)
-            state["epoch"] = epoch
-            save_checkpoint(self.last_checkpoint, net, opt, sched, scaler, state, self.card, cfg)
-            (self.train_dir / "history.json").write_text(json.dumps(state["history"], indent=1))
-            if "dice" in rec or last:
-                plot_history(state["history"], self.train_dir / "training_curve.png", title=self.card.name)
+        bar = _bar(cfg.epochs, state["epoch"], self.progress and dist.main)
+        try:
+            for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
+                seed = cfg.seed * 7919 + epoch
+                torch.manual_seed(seed + 104729 * dist.rank)
+                if hasattr(ds.transform, "set_random_state"):
+                    ds.transform.set_random_state(seed=(seed + 104729 * dist.rank) % (2**32))
+                gen = torch.Generator()
+                gen.manual_seed(seed + 104729 * dist.rank)
+                loader = DataLoader(ds, batch_size=cfg.batch_size, shuffle=True, num_workers=cfg.num_workers,
+                                    generator=gen,
+                                    drop_last=len(ds) * max(1, cfg.patches_per_volume) > cfg.batch_size)
+                model.train()
+                t0 = time.time()
+                losses = []
+                for batch in loader:
+                    if dd.agree(cancel is not None and dist.main and bool(cancel()), dist):
+                        raise TrainingCancelled(f"training of {self.card.name} cancelled in epoch {epoch}; "
+                                                f"resume continues from epoch {epoch - 1}")
+                    x = torch.as_tensor(batch["image"]).float().to(device)
+                    y = torch.as_tensor(batch["label"]).to(device)
+                    y = y.float() if self.multi_label else y.long()
+                    opt.zero_grad(set_to_none=True)
+                    with torch.autocast("cuda", dtype=amp_dtype, enabled=cuda and cfg.amp):
+                        loss = loss_fn(model(x), y)
+                    scaler.scale(loss).backward()
+                    scaler.step(opt)
+                    scaler.update()
+                    losses.append(float(loss.detach()))
+                sched.step()
+                mean_loss = dd.mean_over_ranks(float(np.mean(losses)) if losses else float("nan"), dist)
+                rec: dict[str, Any] = {"epoch": epoch, "loss": mean_loss, "lr": float(opt.param_groups[0]["lr"])}
+                over = dd.agree(cfg.max_minutes is not None and time.time() - t_start > 60 * cfg.max_minutes, dist)
+                last = epoch == cfg.epochs or over
+                if dist.main:
+                    self._after_epoch(net, device, epoch, last, rec, state)
+                    rec["seconds"] = time.time() - t0
+                    state["history"].append(rec)
+                    state["epoch"] = epoch
+                    save_checkpoint(self.last_checkpoint, net, opt, sched, scaler, state, self.card, cfg)
+                    (self.train_dir / "history.json").write_text(json.dumps(state["history"], indent=1))
+                    if "dice" in rec or last:
+                        plot_history(state["history"], self.train_dir / "training_curve.png", title=self.card.name)
+                    if bar is not None:
+                        bar.update(1)
+                        bar.set_postfix(loss=f"{rec['loss']:.4f}", dice=f"{rec.get('dice', float('nan')):.4f}")
+                    if on_epoch is not None:
+                        on_epoch(dict(rec))
+                else:
+                    state["epoch"] = epoch
+                if over and epoch < cfg.epochs:
+                    stopped = "time budget"
+                    break
+        finally:
             if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{rec['loss']:.4f}", dice=f"{rec.get('dice', float('nan')):.4f}")
-            if on_epoch is not None:
-                on_epoch(dict(rec))
-            if over and epoch < cfg.epochs:
-                stopped = "time budget"
-                break
-        if bar is not None:
-            bar.close()
+                bar.close()
+            dd.teardown(dist)
         best = state.get("best_eval") or {}
         return TrainResult(
             best_dice=float(state["best"]), best_epoch=int(state["best_epoch"]),
@@ -387,6 +350,21 @@ class Trainer:
             history=list(state["history"]), weights=self.best_weights if self.best_weights.is_file() else None,
             stopped=stopped, per_case=dict(best.get("per_case", {})),
         )
+
+    def _after_epoch(self, net: Any, device: Any, epoch: int, last: bool, rec: dict[str, Any],
+                     state: dict[str, Any]) -> None:
+        """Validate when due and keep the best weights (rank 0)."""
+        cfg = self.config
+        if self.val_cases and (epoch % cfg.val_every == 0 or last):
+            ev = self.validate(net, device)
+            rec["dice"] = ev["dice"]
+            rec["dice_per_class"] = ev["per_class"]
+            if ev["dice"] > state["best"]:
+                state.update(best=ev["dice"], best_epoch=epoch, best_eval=ev)
+                _save_state_dict(net, self.best_weights)
+        elif not self.val_cases:
+            _save_state_dict(net, self.best_weights)
+            state.update(best_epoch=epoch)
 
 
 def _lr_factor(epoch: int, epochs: int, warmup: int) -> float:
@@ -413,40 +391,3 @@ def _save_state_dict(net: Any, path: Path) -> None:
     tmp = path.with_name(path.name + f".{os.getpid()}.partial")
     torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()}, tmp)
     os.replace(tmp, path)
-
-
-def init_weights(net: Any, source: Any) -> list[str]:
-    """Copy weights into ``net`` from a state dict, a weights file, a card or a bundle.
-
-    Keys whose shapes do not match (a new output layer for other classes) are left as they are.
-
-    Returns
-    -------
-    list of str
-        The keys that were not copied.
-
-    Raises
-    ------
-    CxsegError
-        When nothing at all matches (another architecture).
-    """
-    from ..models.weights import _match_prefixes, load_state_dict
-
-    if isinstance(source, dict):
-        sd = source
-    elif isinstance(source, str | os.PathLike) and str(source).endswith((".pt", ".pth")) and Path(source).is_file():
-        sd = load_state_dict(source)
-    else:
-        from ..models.cards import find_card
-        from ..models.weights import resolve_weights
-
-        card = source if isinstance(source, ModelCard) else find_card(source)
-        sd = load_state_dict(resolve_weights(card))
-    own = net.state_dict()
-    sd = _match_prefixes(sd, set(own))
-    fit = {k: v for k, v in sd.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
-    if not fit:
-        raise CxsegError(f"none of the weights of {source} fit this network (another architecture?)")
-    own.update(fit)
-    net.load_state_dict(own)
-    return sorted(set(own) - set(fit))
