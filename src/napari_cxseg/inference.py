@@ -176,6 +176,64 @@ class Predictor:
             labels = largest_components(labels, sorted(card.classes))
         return self._label_map(image, labels)
 
+    def predict_probabilities(self, image: Image, cancel: CancelFn | None = None,
+                              on_source_grid: bool = True) -> np.ndarray:
+        """The network's class probabilities for one image (uncertainty scores, active learning).
+
+        The same steps as :meth:`predict` up to the activation: preprocessing, sliding window,
+        softmax or sigmoid, and (``on_source_grid``) ``Invertd`` back to the image's grid.
+
+        Parameters
+        ----------
+        image
+            The image (held array + geometry).
+        cancel
+            Polled between window batches; True raises :class:`Cancelled`.
+        on_source_grid
+            True: on the image's held grid (like :meth:`predict`'s labels); False: in model
+            space (the card's orientation/spacing or 2D size: far smaller for volumes).
+
+        Returns
+        -------
+        numpy.ndarray
+            float32, channel first, in the network's output channel order
+            (``card.channel_label_map``): softmax over classes (channel 0 background) or one
+            sigmoid per structure. Spatial axes: the held order (z, y, x) / (row, col) on the
+            source grid; MONAI's (x, y, z) / (row, col) in model space.
+
+        Raises
+        ------
+        CxsegError
+            For a card run through a MONAI bundle's own postprocessing (it may give labels only).
+        """
+        import torch
+
+        if self._bundle is not None:
+            raise CxsegError(f"model {self.card.name} runs through its MONAI bundle's own postprocessing; "
+                             "its class probabilities are not available")
+        self.validate(image)
+        image = _finite_image(image)
+        with torch.inference_mode():
+            data, compose = preprocess(self.card, image, self._channels(image))
+        win = self.card.inference
+        gen = self._sliding_window(data["image"][None], win.roi_size, win.overlap, win.sw_batch_size, win.mode,
+                                   cancel=cancel)
+        while True:
+            try:
+                next(gen)
+            except StopIteration as stop:
+                logits = stop.value
+                break
+        with torch.inference_mode():
+            probs = self._activate(logits[0])
+            if on_source_grid:
+                probs = self._invert(probs, data, compose)
+            t = probs.as_tensor() if hasattr(probs, "as_tensor") else torch.as_tensor(probs)
+            out = t.detach().cpu().float().numpy()
+        if on_source_grid and image.geometry.ndim == 3:
+            out = out.transpose(0, 3, 2, 1)  # (x, y, z) -> held (z, y, x)
+        return np.ascontiguousarray(out, dtype=np.float32)
+
     # ------------------------------------------------------------------ validation
     def validate(self, image: Image) -> None:
         """Check that the card can run on this image.
