@@ -21,6 +21,8 @@ def get_reader(path: str | list[str]) -> Callable[[str | list[str]], list[LayerD
     paths = [path] if isinstance(path, str | Path) else list(path)
     if not paths:
         return None
+    if len(paths) == 1 and _is_scene_graph(str(paths[0])):
+        return read_scene_graph_layers
     if len(paths) > 1:
         # several files: only DICOM slices of one series are read together
         if all(detect_format(p) in ("dicom", "dicom-series") for p in paths):
@@ -48,6 +50,54 @@ def read_layers(path: str | list[str]) -> list[LayerData]:
         else:
             out.append(image_layer_data(obj, name=name))
     return out
+
+
+def _is_scene_graph(path: str) -> bool:
+    """A ``*_SceneGraph.json``, a zip of them or a ``scene_graph`` folder (cheap check)."""
+    from .anatomy.scene_graph_files import list_scene_graphs
+
+    low = path.lower()
+    if not (low.endswith(".json") or ".zip" in low or Path(path).is_dir()):
+        return False
+    return bool(list_scene_graphs(path))
+
+
+def read_scene_graph_layers(path: str | list[str]) -> list[LayerData]:
+    """Chest ImaGenome scene graph(s) as Shapes layers of named region boxes.
+
+    The boxes are placed on the graph's radiograph: an image layer already open whose name or
+    source file is the graph's dicom_id, else ``<dicom_id>.dcm/.jpg/.png`` beside the graph
+    (opened with it); without one they are shown in the original pixel space.
+    """
+    from .anatomy.scene_graph_open import open_scene_graphs
+
+    target = path[0] if isinstance(path, list) else path
+    return open_scene_graphs(str(target), _open_radiographs())
+
+
+def _open_radiographs() -> list:
+    """2D image layers of the current viewer, as references boxes can be placed on."""
+    try:
+        import napari
+    except ImportError:  # headless use of the reader function
+        return []
+    from .anatomy.scene_graph_open import reference_from_layer_state
+
+    viewer = napari.current_viewer()
+    if viewer is None:
+        return []
+    refs = []
+    for layer in viewer.layers:
+        if layer._type_string == "image" and layer.ndim == 2 and not layer.rgb:
+            state = {
+                "metadata": layer.metadata,
+                "scale": layer.scale,
+                "translate": layer.translate,
+                "rotate": layer.rotate,
+                "affine": layer.affine,
+            }
+            refs.append(reference_from_layer_state(layer.name, state, layer.data.shape))
+    return refs
 
 
 def _stem(path: str | list[str] | None) -> str:

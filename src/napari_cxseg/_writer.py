@@ -33,3 +33,21 @@ def write_labels_png(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
 def write_labels_dicom_seg(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     """Save a Labels layer over a DICOM source as DICOM SEG with named segments."""
     return _write(path, data, meta)
+
+
+def write_scene_graph_layer(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
+    """Save a Shapes layer of named region boxes as a Chest ImaGenome scene graph (JSON).
+
+    The layer's scene graph (its metadata) is written back with the boxes as drawn: original
+    pixel coordinates from the layer's placement on its radiograph, ``x1..y2`` in the 224
+    space; fields the layer did not change are written as they were read.
+    """
+    from .anatomy.imagenome import SceneGraphError, write_scene_graph
+    from .anatomy.scene_graph_layer import scene_graph_from_layer
+    from .images import CxsegError
+
+    sg = scene_graph_from_layer(data, meta, path)
+    try:
+        return [write_scene_graph(sg, path)]
+    except SceneGraphError as e:
+        raise CxsegError(str(e)) from e
