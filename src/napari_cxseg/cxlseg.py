@@ -7,6 +7,12 @@ each mask), ``CXLSeg-split.csv`` (``split``: train / validate / test) and option
 ``<dicom_id>-mask.jpg`` (lossy, low resolution, both lungs in one mask); the images are the
 MIMIC-CXR-JPG originals, found under an images root at the mask's relative path (``.dcm``
 paths are mapped to ``.jpg`` as MIMIC-CXR-JPG names them).
+
+Browsing (:func:`browse_table`, :func:`filter_rows`): the joined table with the columns a
+dataset browser shows (``split``, ``view``, the CheXpert-style finding columns of
+``CXLSeg-segmented.csv``); nothing is read from disk but the CSVs, so 243k rows open in seconds.
+Loading a case, saving a corrected mask and exporting predictions are in
+:mod:`napari_cxseg.cxlseg_masks` and :mod:`napari_cxseg.cxlseg_export`.
 """
 
 from __future__ import annotations
@@ -18,7 +24,18 @@ from .images import CxsegError
 
 MASK_CSV = "CXLSeg-mask.csv"
 SPLIT_CSV = "CXLSeg-split.csv"
+SEGMENTED_CSV = "CXLSeg-segmented.csv"
+METADATA_CSV = "CXLSeg-metadata.csv"
 KEYS = ("dicom_id", "subject_id", "study_id")
+SPLITS = ("train", "validate", "test")
+
+#: CheXpert-style finding columns (MIMIC-CXR-JPG ``chexpert.csv``; 1 positive, 0 negative,
+#: -1 uncertain, empty not mentioned), as CXLSeg-segmented.csv carries them.
+FINDINGS = (
+    "Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Enlarged Cardiomediastinum", "Fracture",
+    "Lung Lesion", "Lung Opacity", "No Finding", "Pleural Effusion", "Pleural Other", "Pneumonia",
+    "Pneumothorax", "Support Devices",
+)  # fmt: skip
 
 
 def metadata_dir(folder: str | Path) -> Path | None:
@@ -90,6 +107,25 @@ def image_for_mask(mask_rel: str, images_root: Path) -> Path:
     return images_root / rel.parent / name
 
 
+def find_case_image(row: dict, root: Path, roots: list[Path]) -> Path | None:
+    """The original image of a table row: its ``source_image`` (datasets this package exported),
+    else ``<dicom_id>.jpg`` (or ``.jpeg``/``.png``/``.dcm``) at the mask's relative path under the
+    first root that has it. CXLSeg's own *segmented* image (``segmented_path``, the lungs cut
+    out, 224 px) can sit at that path in the dataset folder: it is never taken for the original.
+    """
+    src = row.get("source_image")
+    if isinstance(src, str) and src and Path(src).is_file():
+        return Path(src)
+    seg = row.get("segmented_path")
+    segmented = (root / str(seg)).resolve() if isinstance(seg, str) and seg else None
+    for r in roots:
+        base = image_for_mask(str(row["mask_path"]), r)
+        for p in (base, base.with_suffix(".jpeg"), base.with_suffix(".png"), base.with_suffix(".dcm")):
+            if p.is_file() and (segmented is None or p.resolve() != segmented):
+                return p
+    return None
+
+
 def cxlseg_cases(folder: str | Path, images_root: str | Path | None = None) -> list:
     """Training cases of a CXLSeg dataset whose image and mask files both exist.
 
@@ -118,7 +154,7 @@ def cxlseg_cases(folder: str | Path, images_root: str | Path | None = None) -> l
         mask = root / str(r["mask_path"])
         if not mask.is_file():
             continue
-        img = next((p for p in (image_for_mask(r["mask_path"], ir) for ir in roots) if p.is_file()), None)
+        img = find_case_image(r, root, roots)
         if img is None:
             continue
         split = str(r.get("split") or "") or None
@@ -128,3 +164,82 @@ def cxlseg_cases(folder: str | Path, images_root: str | Path | None = None) -> l
         raise CxsegError(f"CXLSeg dataset {root}: none of the {len(table)} masks listed has both its mask and "
                          f"its MIMIC-CXR-JPG image on disk (looked under {', '.join(map(str, roots))})")
     return cases
+
+
+def finding_columns(table: Any) -> list[str]:
+    """The finding columns a joined table has (:data:`FINDINGS`, in that order)."""
+    return [c for c in FINDINGS if c in table.columns]
+
+
+def browse_table(folder: str | Path) -> Any:
+    """The joined CXLSeg table for browsing: one row per mask, no file checked on disk.
+
+    Columns: ``dicom_id``, ``subject_id``, ``study_id``, ``split`` (empty when there is no split
+    CSV), ``view`` (``ViewPosition`` when a CSV carries it, else empty), ``mask_path``, the
+    finding columns, and every other column of the CSVs.
+
+    Raises
+    ------
+    CxsegError
+        As :func:`read_tables`.
+    """
+    t = read_tables(folder)
+    if "dicom_id" not in t.columns:
+        t["dicom_id"] = [Path(str(p)).name.split("-mask")[0] for p in t["mask_path"]]
+    for k in ("subject_id", "study_id"):
+        if k not in t.columns:
+            t[k] = ""
+    t["split"] = t["split"].fillna("").astype(str) if "split" in t.columns else ""
+    view = next((c for c in ("ViewPosition", "view_position", "view", "ViewCodeSequence_CodeMeaning")
+                 if c in t.columns), None)
+    t["view"] = t[view].fillna("").astype(str) if view else ""
+    return t.reset_index(drop=True)
+
+
+def positive_findings(row: Any, columns: list[str]) -> str:
+    """The findings marked positive (1) in one row, joined by ``", "``; uncertain ones get a ``?``."""
+    out = []
+    for c in columns:
+        try:
+            v = float(row[c])
+        except (TypeError, ValueError):
+            continue
+        if v == 1.0:
+            out.append(c)
+        elif v == -1.0:
+            out.append(f"{c}?")
+    return ", ".join(out)
+
+
+def filter_rows(table: Any, split: str | None = None, view: str | None = None, finding: str | None = None,
+                text: str | None = None) -> Any:
+    """Row positions (numpy int array) of the table that pass the filters (vectorised).
+
+    Parameters
+    ----------
+    split, view
+        Keep rows with exactly this split / view (None or "" keeps all).
+    finding
+        Keep rows where this finding column is positive (1).
+    text
+        Keep rows whose dicom_id, subject_id or study_id contains this text.
+    """
+    import numpy as np
+
+    keep = np.ones(len(table), bool)
+    if split:
+        keep &= (table["split"] == split).to_numpy()
+    if view:
+        keep &= (table["view"] == view).to_numpy()
+    if finding:
+        if finding not in table.columns:
+            raise CxsegError(f"the CXLSeg table has no finding column '{finding}'")
+        keep &= (table[finding].astype("float64") == 1.0).to_numpy()
+    if text:
+        t = str(text).strip()
+        hit = np.zeros(len(table), bool)
+        for k in KEYS:
+            if k in table.columns:
+                hit |= table[k].astype(str).str.contains(t, regex=False, na=False).to_numpy()
+        keep &= hit
+    return np.flatnonzero(keep)
