@@ -48,6 +48,9 @@ def add_parsers(sub: Any) -> None:
     tr.add_argument("--minutes", type=float, default=None, help="stop after this wall time (resume continues)")
     tr.add_argument("--resume", action="store_true", help="continue from <out>/train/last.pt")
     tr.add_argument("--no-register", action="store_true", help="do not add a card to the user's cards")
+    tr.add_argument("--progress-json", action="store_true",
+                    help="print one JSON line on stdout per event (start with the split, each epoch's loss, "
+                         "lr and validation Dice, done with the bundle and card) instead of a progress bar")
     tr.set_defaults(func=cmd_train)
 
     ev = sub.add_parser("evaluate", help="Dice, IoU, HD95 and surface distance of predictions against references",
@@ -78,10 +81,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"{name}: {card.network.name} ({card.spatial_dims}D), classes "
           f"{', '.join(c.name for c in card.classes.values())}; {len(train)} training / {len(val)} validation cases",
           file=sys.stderr)
-    trainer = Trainer(card, train, val, out, cfg, init=args.start)
+    emit = _emitter(getattr(args, "progress_json", False) and int(os.environ.get("RANK", "0")) == 0)
+    trainer = Trainer(card, train, val, out, cfg, init=args.start, progress=emit is None)
     if trainer.skipped:
         print(f"left out (masks lack a class): {', '.join(trainer.skipped)}", file=sys.stderr)
-    res = trainer.fit(resume=args.resume)
+    if emit is not None:
+        emit({"event": "start", "name": name, "out": str(out), "epochs": cfg.epochs, "network": card.network.name,
+              "spatial_dims": card.spatial_dims, "train": [c.key for c in trainer.train_cases],
+              "val": [c.key for c in trainer.val_cases], "skipped": trainer.skipped, "resume": bool(args.resume)})
+    res = trainer.fit(resume=args.resume,
+                      on_epoch=None if emit is None else lambda rec: emit({"event": "epoch", "epochs": cfg.epochs,
+                                                                           **rec}))
     if int(os.environ.get("RANK", "0")) != 0:
         return 0  # torchrun: rank 0 exports and registers
     if res.weights is None:
@@ -93,12 +103,28 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"bundle {out} (best validation Dice {res.best_dice:.4f} at epoch {res.best_epoch}, {res.stopped})")
     for src, d in res.per_source.items():
         print(f"  {src}: " + ", ".join(f"{k} {v:.4f}" for k, v in d.items()))
+    path = None
     if not args.no_register:
         from dataclasses import replace
 
         path = register_card(replace(card, metrics=metrics), out, name)
         print(f"card {path} (model '{name}')")
+    if emit is not None:
+        emit({"event": "done", "name": name, "bundle": str(out), "card": str(path) if path else None,
+              "best_dice": res.best_dice, "best_epoch": res.best_epoch, "per_class": res.per_class,
+              "stopped": res.stopped, "curve": str(trainer.train_dir / "training_curve.png")})
     return 0
+
+
+def _emitter(on: bool) -> Any:
+    """``--progress-json``: a function printing one JSON object per line on stdout (else None)."""
+    if not on:
+        return None
+
+    def emit(obj: dict[str, Any]) -> None:
+        print(json.dumps(obj), flush=True)
+
+    return emit
 
 
 def _key(stem: str) -> str:
@@ -112,14 +138,12 @@ def _key(stem: str) -> str:
 
 def _label_files(src: Path) -> dict[str, Path]:
     """``{case key: label file}`` of a file, a folder, a CSV or an MSD task (its training labels)."""
-    from .cli import LABEL_EXTS, _stem
+    from .inputs import LABEL_EXTS, csv_items, stem
 
     if src.is_file() and src.suffix.lower() == ".csv":
-        from .cli import _csv_items
-
-        return {_key(it.stem): it.path for it in _csv_items(src)}
+        return {_key(it.stem): it.path for it in csv_items(src)}
     if src.is_file():
-        return {_key(_stem(src)): src}
+        return {_key(stem(src)): src}
     if (src / "dataset.json").is_file():
         meta = json.loads((src / "dataset.json").read_text(encoding="utf-8"))
         out = {}
@@ -127,10 +151,10 @@ def _label_files(src: Path) -> dict[str, Path]:
             if isinstance(e, dict) and "label" in e:
                 p = src / str(e["label"])
                 if p.exists():
-                    out[_key(_stem(p))] = p
+                    out[_key(stem(p))] = p
         return out
     folder = src / "labelsTr" if (src / "labelsTr").is_dir() else src
-    return {_key(_stem(p)): p for p in sorted(folder.iterdir())
+    return {_key(stem(p)): p for p in sorted(folder.iterdir())
             if p.is_file() and p.name.lower().endswith(LABEL_EXTS) and not p.name.endswith(".labels.json")}
 
 
