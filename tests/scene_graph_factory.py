@@ -161,3 +161,30 @@ def lung_image(rows: int, cols: int, mirrored: bool = False) -> np.ndarray:
     x1, y1, x2, y2 = pixel_boxes(rows, cols, mirrored)["right lung"]
     img[y1:y2, x1:x2] = 3000
     return img
+
+
+def boxes_on_lungs(
+    right: tuple[float, ...], left: tuple[float, ...], shape: tuple[int, int]
+) -> dict[str, tuple[int, ...]]:
+    """Plausible boxes for the 29 regions around two real lung boxes ``(x1, y1, x2, y2)``.
+
+    The lungs keep their boxes, the lung zones are their thirds by height, and every other
+    region is the fractional layout of :func:`fraction_boxes` mapped onto the lungs' union
+    (clipped to the ``(rows, cols)`` image).
+    """
+    ux1, uy1 = min(right[0], left[0]), min(right[1], left[1])
+    ux2, uy2 = max(right[2], left[2]), max(right[3], left[3])
+    fx1, fy1, fx2, fy2 = 0.12, 0.14, 0.88, 0.80  # the lungs' union in the fractional layout
+    sx, sy = (ux2 - ux1) / (fx2 - fx1), (uy2 - uy1) / (fy2 - fy1)
+    out = {}
+    for name, (x1, y1, x2, y2) in fraction_boxes().items():
+        out[name] = (round(ux1 + (x1 - fx1) * sx), round(uy1 + (y1 - fy1) * sy),
+                     round(ux1 + (x2 - fx1) * sx), round(uy1 + (y2 - fy1) * sy))  # fmt: skip
+    for side, (x1, y1, x2, y2) in (("right", right), ("left", left)):
+        out[f"{side} lung"] = (round(x1), round(y1), round(x2), round(y2))
+        h = (y2 - y1) / 3
+        for k, zone in enumerate(("upper", "mid", "lower")):
+            out[f"{side} {zone} lung zone"] = (round(x1), round(y1 + k * h), round(x2), round(y1 + (k + 1) * h))
+    rows, cols = shape
+    return {n: (max(out[n][0], 0), max(out[n][1], 0), min(out[n][2], cols), min(out[n][3], rows))
+            for n in REGION_NAMES}  # fmt: skip

@@ -186,8 +186,8 @@ def test_boxes_on_dicom_in_mm_and_on_a_mirrored_film(tmp_path):
     for orient, mirrored in (("L\\F", False), ("R\\F", True)):
         folder = tmp_path / orient.replace("\\", "")
         boxes = pixel_boxes(rows, cols, mirrored=mirrored)
-        write_scene_graph_json(folder if folder.mkdir() is None else folder,
-                               scene_graph_dict("dx1", boxes, (rows, cols)))  # fmt: skip
+        folder.mkdir()
+        write_scene_graph_json(folder, scene_graph_dict("dx1", boxes, (rows, cols)))
         write_radiograph(folder / "dx1.dcm", lung_image(rows, cols, mirrored), spacing=spacing,
                          patient_orientation=orient)  # fmt: skip
         layers = _open(folder / "dx1_SceneGraph.json")

@@ -24,6 +24,8 @@ LAYER_KIND = "scene_graph"
 
 #: Edge colours: a region with abnormal findings, described as normal, not described.
 COLOURS = {"abnormal": "#ff453a", "normal": "#30d158", "undescribed": "#64d2ff"}
+#: Box edge width as a fraction of the image's larger side.
+EDGE_FRACTION = 0.004
 #: How a comparison is shown after a region's name on the current exam.
 COMPARISON_MARKS = {"worsened": "worsened \u2191", "improved": "improved \u2193",
                     "no change": "no change ="}  # fmt: skip
@@ -43,21 +45,36 @@ def region_label(bbox_name: str, comparison: str) -> str:
     return f"{bbox_name} [{mark}]" if comparison else bbox_name
 
 
-def region_features(sg: SceneGraph, names: list[str]) -> dict[str, list]:
-    """Features table for boxes named ``names`` (in layer order)."""
-    comparisons = [", ".join(dict.fromkeys(sg.comparisons(n))) for n in names]
+def region_features(
+    sg: SceneGraph, names: list[str], comparisons: dict[str, list[str]] | None = None
+) -> dict[str, list]:
+    """Features table for boxes named ``names`` (in layer order).
+
+    ``comparisons`` (``{bbox_name: values}``, e.g. from the gold comparison file) replaces the
+    graph's own relationships when given.
+    """
+    if comparisons is None:
+        comparisons = {n: sg.comparisons(n) for n in names}
+    shown = [", ".join(dict.fromkeys(comparisons.get(n, []))) for n in names]
     states = [region_state(sg, n) for n in names]
     return {
         "bbox_name": list(names),
         "abnormal": [s == "abnormal" for s in states],
         "described": [s != "undescribed" for s in states],
-        "comparison": comparisons,
-        "label": [region_label(n, c) for n, c in zip(names, comparisons, strict=True)],
+        "comparison": shown,
+        "label": [region_label(n, c) for n, c in zip(names, shown, strict=True)],
+        "colour": [COLOURS[s] for s in states],
     }
 
 
 def region_colours(sg: SceneGraph, names: list[str]) -> list[str]:
     return [COLOURS[region_state(sg, n)] for n in names]
+
+
+def region_z_order(sg: SceneGraph, names: list[str]) -> list[int]:
+    """Draw order: abnormal regions on top, then normal ones (nested boxes share edges)."""
+    rank = {"abnormal": 2, "normal": 1, "undescribed": 0}
+    return [rank[region_state(sg, n)] for n in names]
 
 
 def scene_graph_layer_data(
@@ -82,11 +99,13 @@ def scene_graph_layer_data(
         "shape_type": "rectangle",
         "face_color": "transparent",
         "edge_color": region_colours(sg, names) if names else "yellow",
-        "edge_width": max(extent * 0.003, 1e-3),
+        "edge_width": max(extent * EDGE_FRACTION, 1e-3),
+        "z_index": region_z_order(sg, names),
         "features": region_features(sg, names),
         "feature_defaults": {"bbox_name": "", "abnormal": False, "described": False,
-                             "comparison": "", "label": ""},  # fmt: skip
-        "text": {"string": "{label}", "size": 9, "color": "#ffe066", "anchor": "upper_left"},
+                             "comparison": "", "label": "", "colour": COLOURS["undescribed"]},
+        "text": {"string": "{label}", "size": 8, "color": {"feature": "colour"},
+                 "anchor": "upper_left"},  # fmt: skip
         "metadata": {
             META_KEY: {
                 "kind": LAYER_KIND,
