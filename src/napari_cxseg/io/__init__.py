@@ -171,8 +171,14 @@ def read(
             return _read_dicom_files([Path(f) for f in path], options.get("series_uid"))
         path = path[0]
     p = Path(path)
-    if not p.exists():
+    try:
+        exists, regular_or_dir = p.exists(), p.is_file() or p.is_dir()
+    except OSError as e:  # a name too long, a loop of links ...
+        raise CxsegError(f"cannot read {p}: {e.strerror or e}") from None
+    if not exists:
         raise CxsegError(f"no such file or folder: {p}")
+    if not regular_or_dir:  # reading a device or a pipe would never end
+        raise CxsegError(f"cannot read {p}: it is not a regular file or a folder (a device, pipe or socket)")
     fmt = detect_format(p) or (None if p.is_dir() else _guess_from_name(p))
     if fmt is None:
         what = "folder" if p.is_dir() else "file"
@@ -225,14 +231,16 @@ def _read_dicom(p: Path, series_uid: str | None) -> list[Image | LabelMap]:
         from .dicom_series import read_dicom_series
 
         return _as_list(read_dicom_series(str(p), series_uid=series_uid))
-    import pydicom
+    from .dicom_header import dcmread, integer
 
     try:
-        ds = pydicom.dcmread(str(p), stop_before_pixels=True, force=p.name.lower().endswith(".dcm"))
+        ds = dcmread(p, stop_before_pixels=True, force=p.name.lower().endswith(".dcm"))
+    except CxsegError:
+        raise
     except Exception as e:  # InvalidDicomError, truncated files ...
         raise CxsegError(f"cannot read {p} as DICOM: {e}") from e
-    sop = str(getattr(ds, "SOPClassUID", ""))
-    modality = str(getattr(ds, "Modality", "")).upper()
+    sop = str(ds.get("SOPClassUID", ""))
+    modality = str(ds.get("Modality", "")).upper()
     if sop == SEG_SOP_CLASS or modality == "SEG":
         from .dicom_seg import read_dicom_seg
 
@@ -241,7 +249,7 @@ def _read_dicom(p: Path, series_uid: str | None) -> list[Image | LabelMap]:
         from .dicom_radiograph import read_radiograph
 
         return _as_list(read_radiograph(str(p)))
-    frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+    frames = integer(ds, "NumberOfFrames", p, 1, lo=1)
     in_patient_space = "ImagePositionPatient" in ds and "ImageOrientationPatient" in ds
     if frames > 1 and ("PerFrameFunctionalGroupsSequence" in ds or in_patient_space):
         from .dicom_series import read_dicom_series

@@ -3,8 +3,8 @@
 Rows x Columns x SamplesPerPixel x NumberOfFrames x BitsAllocated must fit in the Pixel Data
 element the file really holds (native transfer syntaxes; compressed pixel data are bounded by
 the memory budget only) and the decoded array in the memory budget of :mod:`.limits`. The
-header is read with ``pydicom.dcmread(defer_size=...)``: the pixel data element is located,
-never loaded.
+header is read with :func:`~.dicom_header.dcmread` (``defer_size``): the pixel data element is
+located, never loaded.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def _int(ds: Any, keyword: str, default: int) -> int:
     try:
         v = ds.get(keyword, default)
         return default if v in (None, "") else int(v)
-    except (TypeError, ValueError):
+    except Exception:  # noqa: BLE001 - an unconverted element may fail any way: the reader says why
         return default
 
 
@@ -75,11 +75,11 @@ def stored_pixel_bytes(ds: Any) -> tuple[int, int, str]:
 
 
 def _is_compressed(ds: Any) -> bool:
-    meta = getattr(ds, "file_meta", None)
-    ts = meta.get("TransferSyntaxUID") if meta is not None else None
     try:
+        meta = getattr(ds, "file_meta", None)
+        ts = meta.get("TransferSyntaxUID") if meta is not None else None
         return bool(ts is not None and ts.is_compressed)
-    except (AttributeError, ValueError):
+    except Exception:  # noqa: BLE001 - unknown or damaged UID: treated as native (checked exactly)
         return False
 
 
@@ -108,11 +108,11 @@ def check_dicom_pixels(
         Pixel data shorter than the header implies (native transfer syntaxes), a Pixel Data
         length beyond the end of the file, or a decoded size beyond the memory budget.
     """
-    import pydicom
+    from .dicom_header import dcmread
 
     p = Path(path)
     try:
-        ds = pydicom.dcmread(p, defer_size=1024, force=True)
+        ds = dcmread(p, convert="none", defer_size=1024, force=True)  # bounded by the file
         size = p.stat().st_size
     except Exception:  # noqa: BLE001 - unreadable header: the reader reports it
         return None

@@ -315,10 +315,10 @@ def _same(a: Path, b: Path) -> bool:
 
 def _read_source(path: Path) -> Any:
     """A source image's header (highdicom needs attributes, not pixels)."""
-    import pydicom
+    from .dicom_header import dcmread
 
     try:
-        return pydicom.dcmread(path, stop_before_pixels=True)
+        return dcmread(path, stop_before_pixels=True)
     except Exception as e:  # noqa: BLE001 - any read failure is a damaged source
         raise CxsegError(f"Cannot read source DICOM file {path}: {e}") from e
 
@@ -428,6 +428,31 @@ def _frames_2d(
     return out
 
 
+def check_seg_geometry(ds: Any, path: Path) -> None:
+    """Refuse plane positions, orientations and pixel spacings that are not finite numbers (of
+    the right count; spacings positive) before highdicom computes with them.
+
+    Raises
+    ------
+    CxsegError
+        Naming the file, the attribute and, for a frame, its number.
+    """
+    from .dicom_header import numbers
+
+    checks = (("PlanePositionSequence", "ImagePositionPatient", 3, False),
+              ("PlaneOrientationSequence", "ImageOrientationPatient", 6, False),
+              ("PixelMeasuresSequence", "PixelSpacing", 2, True))
+    groups = [("shared", g) for g in ds.get("SharedFunctionalGroupsSequence") or []]
+    groups += [(f"frame {i + 1}", g) for i, g in enumerate(ds.get("PerFrameFunctionalGroupsSequence") or [])]
+    for where, group in groups:
+        for seq, keyword, count, positive in checks:
+            for item in group.get(seq) or []:
+                try:
+                    numbers(item, keyword, path, count, positive=positive, required=False)
+                except CxsegError as e:
+                    raise CxsegError(f"{e} ({seq} of {where})") from None
+
+
 def _pixel_spacing(seg: Any) -> tuple[float, float]:
     """``PixelSpacing`` of the SEG's shared pixel measures, 1 mm when absent."""
     try:
@@ -470,12 +495,20 @@ def read_dicom_seg(path: str | Path) -> LabelMap:
     p = Path(path)
     if not p.is_file():
         raise CxsegError(f"No such file: {p}")
+    from .dicom_header import dcmread
     from .dicom_limits import check_dicom_pixels, check_volume_budget
 
     check_dicom_pixels(p, working_itemsize=_working_itemsize)
     try:
-        seg = hd.seg.segread(p)
-    except Exception as e:  # noqa: BLE001 - pydicom/highdicom raise many types
+        ds = dcmread(p, convert="all")  # bounded by the file (see dicom_header)
+    except CxsegError:
+        raise
+    except Exception as e:  # noqa: BLE001 - pydicom raises many types
+        raise CxsegError(f"Not a readable DICOM SEG: {p}: {e}") from e
+    check_seg_geometry(ds, p)
+    try:
+        seg = hd.seg.Segmentation.from_dataset(ds, copy=False)
+    except Exception as e:  # noqa: BLE001 - highdicom raises many types
         raise CxsegError(f"Not a readable DICOM SEG: {p}: {e}") from e
     warnings: list[str] = []
     classes = _classes(seg)

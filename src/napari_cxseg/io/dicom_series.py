@@ -59,15 +59,16 @@ def read_header(path: str | Path) -> Any | None:
     pydicom.Dataset or None
         ``None`` for non-DICOM files (no ``DICM`` preamble), DICOMDIR indexes and empty files.
     """
-    import pydicom
     from pydicom.errors import InvalidDicomError
+
+    from .dicom_header import dcmread
 
     p = Path(path)
     try:
         if p.stat().st_size == 0:
             return None
-        ds = pydicom.dcmread(p, stop_before_pixels=True)
-    except (InvalidDicomError, OSError, EOFError):
+        ds = dcmread(p, stop_before_pixels=True)
+    except (InvalidDicomError, OSError, EOFError, CxsegError):
         return None
     except Exception:  # noqa: BLE001 - a damaged header is "not a readable DICOM file" here
         return None
@@ -224,27 +225,37 @@ def slice_frame(ds: Any, path: Path | str = "") -> tuple[np.ndarray, np.ndarray,
     spacing : ndarray
         ``(between rows, between columns)`` in mm (``PixelSpacing``).
     """
-    try:
-        iop = np.asarray([float(v) for v in ds.ImageOrientationPatient], float)
-        ps = np.asarray([float(v) for v in ds.PixelSpacing], float)
-    except AttributeError as e:
-        raise CxsegError(
-            f"DICOM slice lacks {str(e).split()[-1] if str(e) else 'geometry'} "
-            f"(ImageOrientationPatient/PixelSpacing are needed for a volume): {path}"
-        ) from None
-    if iop.size != 6 or ps.size != 2 or np.any(ps <= 0):
-        raise CxsegError(f"Invalid ImageOrientationPatient/PixelSpacing in {path}")
+    from .dicom_header import numbers
+
+    for keyword in ("ImageOrientationPatient", "PixelSpacing"):
+        if keyword not in ds:
+            raise CxsegError(
+                f"DICOM slice lacks {keyword} (ImageOrientationPatient/PixelSpacing are needed "
+                f"for a volume): {path}"
+            )
+    iop = np.asarray(numbers(ds, "ImageOrientationPatient", path, 6), float)
+    ps = np.asarray(numbers(ds, "PixelSpacing", path, 2, positive=True), float)
     row_dir, col_dir = iop[:3], iop[3:]
-    row_dir = row_dir / np.linalg.norm(row_dir)
-    col_dir = col_dir / np.linalg.norm(col_dir)
+    norms = np.linalg.norm(row_dir), np.linalg.norm(col_dir)
+    if min(norms) < 1e-6 or not np.isfinite(norms).all():
+        raise CxsegError(f"Invalid ImageOrientationPatient {iop.tolist()} (a zero direction) in {path}")
+    row_dir = row_dir / norms[0]
+    col_dir = col_dir / norms[1]
+    if np.linalg.norm(np.cross(row_dir, col_dir)) < 1e-3:
+        raise CxsegError(
+            f"Invalid ImageOrientationPatient {iop.tolist()} (row and column directions are "
+            f"parallel) in {path}"
+        )
     return row_dir, col_dir, ps
 
 
 def slice_position(ds: Any, path: Path | str = "") -> np.ndarray:
     """``ImagePositionPatient`` (LPS mm of the first transmitted pixel's centre)."""
+    from .dicom_header import numbers
+
     if "ImagePositionPatient" not in ds:
         raise CxsegError(f"DICOM slice lacks ImagePositionPatient (needed for a volume): {path}")
-    return np.asarray([float(v) for v in ds.ImagePositionPatient], float)
+    return np.asarray(numbers(ds, "ImagePositionPatient", path, 3), float)
 
 
 def stack_affine(
@@ -292,18 +303,22 @@ def sort_and_check(headers: Sequence[SliceHeader]) -> tuple[list[SliceHeader], n
         Mixed image sizes, orientations or pixel spacings; duplicate positions; missing slices
         (uneven spacing); slice positions that do not lie on one line.
     """
+    from .dicom_header import integer
+
     for h in headers:
-        if int(h.dataset.get("NumberOfFrames", 1) or 1) > 1:
+        if integer(h.dataset, "NumberOfFrames", h.path, 1, lo=1) > 1:
             raise CxsegError(
                 f"Multi-frame DICOM ({h.dataset.get('NumberOfFrames')} frames in one file) cannot "
                 f"be read as a slice of a series of {len(headers)} file(s); only an enhanced "
                 f"multi-frame CT/MR file opened on its own is read as a volume: {h.path}"
             )
     first = headers[0]
-    size0 = (int(first.dataset.Rows), int(first.dataset.Columns))
+    size0 = (integer(first.dataset, "Rows", first.path, 0), integer(first.dataset, "Columns", first.path, 0))
+    if min(size0) < 1:
+        raise CxsegError(f"DICOM slice has no pixels (Rows {size0[0]}, Columns {size0[1]}): {first.path}")
     row0, col0, ps0 = slice_frame(first.dataset, first.path)
     for h in headers[1:]:
-        size = (int(h.dataset.Rows), int(h.dataset.Columns))
+        size = (integer(h.dataset, "Rows", h.path, 0), integer(h.dataset, "Columns", h.path, 0))
         if size != size0:
             raise CxsegError(
                 f"Mixed image sizes in one series: {first.path.name} is {size0[0]}x{size0[1]}, "
@@ -366,18 +381,33 @@ def sort_and_check(headers: Sequence[SliceHeader]) -> tuple[list[SliceHeader], n
 
 
 # ---------------------------------------------------------------------------- pixels
-def _rescale(ds: Any) -> tuple[float, float]:
-    slope = float(ds.get("RescaleSlope", 1) or 1)
-    intercept = float(ds.get("RescaleIntercept", 0) or 0)
-    return slope, intercept
+def _rescale(ds: Any, path: Path | str = "") -> tuple[float, float]:
+    from .dicom_header import number
+
+    return number(ds, "RescaleSlope", path, 1.0), number(ds, "RescaleIntercept", path, 0.0)
+
+
+def _thickness(ds: Any, path: Path | str = "") -> float:
+    """The step used along the normal of a single slice: its slice spacing or thickness."""
+    from .dicom_header import number
+
+    for keyword in ("SpacingBetweenSlices", "SliceThickness"):
+        try:
+            value = number(ds, keyword, path, 0.0)
+        except CxsegError:
+            continue  # a damaged thickness only matters for one slice: use the next or 1 mm
+        if value > 0:
+            return value
+    return 1.0
 
 
 def _pixels(path: Path) -> tuple[Any, np.ndarray]:
     """Full dataset and raw stored pixel array of one slice file."""
-    import pydicom
+    from .dicom_header import dcmread
 
+    ds = None
     try:
-        ds = pydicom.dcmread(path)
+        ds = dcmread(path)
         arr = ds.pixel_array
     except Exception as e:  # noqa: BLE001 - pydicom raises many types for damaged/undecodable data
         ts = ""
@@ -454,27 +484,35 @@ def read_dicom_series(
     headers, positions = sort_and_check(headers)
     ds0 = headers[0].dataset
     row_dir, col_dir, ps = slice_frame(ds0, headers[0].path)
-    thickness = float(ds0.get("SpacingBetweenSlices", 0) or ds0.get("SliceThickness", 0) or 1.0)
+    thickness = _thickness(ds0, headers[0].path)
     lps = stack_affine(positions, row_dir, col_dir, ps, single_slice_step=thickness)
 
-    # integer output when every slice's rescale is integral
-    rescales = [_rescale(h.dataset) for h in headers]
-    integral = all(float(s).is_integer() and float(b).is_integer() for s, b in rescales)
+    # integer output when every slice's rescale is integral and small enough for int32
+    rescales = [_rescale(h.dataset, h.path) for h in headers]
+    integral = all(s.is_integer() and b.is_integer() and abs(s) <= 2**12 and abs(b) <= 2**28
+                   for s, b in rescales)
     rows, cols = int(ds0.Rows), int(ds0.Columns)
     from .dicom_limits import check_series_pixels
 
     # before allocating: every slice file can hold its pixels, the volume fits the budget
     check_series_pixels([(h.path, h.dataset) for h in headers], itemsize=4)
     out = np.empty((len(headers), rows, cols), dtype=np.int32 if integral else np.float32)
+    top = float(np.finfo(np.float32).max)
     for k, h in enumerate(headers):
-        ds, raw = _pixels(h.path)
+        _, raw = _pixels(h.path)
         if raw.shape != (rows, cols):
             raise CxsegError(f"Pixel data of {h.path} is {raw.shape}, header says {(rows, cols)}")
-        slope, intercept = _rescale(ds)
+        slope, intercept = rescales[k]
         if integral:
-            out[k] = raw.astype(np.int32) * int(slope) + int(intercept)
-        else:
-            out[k] = raw.astype(np.float64) * slope + intercept
+            out[k] = raw.astype(np.int64) * int(slope) + int(intercept)
+            continue
+        values = raw.astype(np.float64) * slope + intercept
+        if values.size and float(np.abs(values).max()) > top:
+            raise CxsegError(
+                f"Rescaling the pixels of {h.path} (RescaleSlope {slope:g}, RescaleIntercept "
+                f"{intercept:g}) gives values beyond the float32 range: the header is damaged"
+            )
+        out[k] = values
     if integral:
         lo, hi = (int(out.min()), int(out.max())) if out.size else (0, 0)
         ii = np.iinfo(np.int16)
@@ -545,7 +583,9 @@ def _enhanced_volume_geometry(path: Path) -> Any:
     import highdicom as hd
 
     try:
-        vg = hd.imread(path, lazy_frame_retrieval=True).get_volume_geometry()
+        from .dicom_header import dcmread
+
+        vg = hd.Image.from_dataset(dcmread(path), copy=False).get_volume_geometry()
     except Exception as e:  # noqa: BLE001 - highdicom/pydicom raise many types
         raise CxsegError(f"Cannot read the frame geometry of multi-frame DICOM {path}: {e}") from e
     if vg is None:
@@ -566,7 +606,9 @@ def _read_enhanced(header: SliceHeader, source: str) -> Image:
     check_dicom_pixels(path, working_itemsize=8)  # highdicom decodes to float64
     _enhanced_volume_geometry(path)  # a clear error when the frames are not a volume
     try:
-        vol = hd.imread(path).get_volume(dtype=np.float64)
+        from .dicom_header import dcmread
+
+        vol = hd.Image.from_dataset(dcmread(path), copy=False).get_volume(dtype=np.float64)
     except Exception as e:  # noqa: BLE001 - decoding/geometry errors come in many types
         raise CxsegError(f"Cannot read multi-frame DICOM {path} as a volume: {e}") from e
     data = np.asarray(vol.array)
@@ -612,8 +654,7 @@ def series_geometry(files: Sequence[str | Path]) -> tuple[Geometry, list[Path]]:
     headers, positions = sort_and_check(headers)
     ds0 = headers[0].dataset
     row_dir, col_dir, ps = slice_frame(ds0, headers[0].path)
-    thickness = float(ds0.get("SpacingBetweenSlices", 0) or ds0.get("SliceThickness", 0) or 1.0)
-    lps = stack_affine(positions, row_dir, col_dir, ps, single_slice_step=thickness)
+    lps = stack_affine(positions, row_dir, col_dir, ps, single_slice_step=_thickness(ds0, headers[0].path))
     shape = (len(headers), int(ds0.Rows), int(ds0.Columns))
     src = {
         "path": source,

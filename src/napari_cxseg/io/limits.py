@@ -32,6 +32,8 @@ MAX_DEFLATE_RATIO = 1032
 MAX_DATASET_JSON_BYTES = 64 << 20
 #: Largest label sidecar (``*.labels.json``) read.
 MAX_SIDECAR_BYTES = 16 << 20
+#: Largest model card read (the shipped ones are a few KiB; PyYAML parses about 1 MiB a second).
+MAX_CARD_BYTES = 1 << 20
 
 _SUFFIXES = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
@@ -236,6 +238,47 @@ def check_deflate(path: str | os.PathLike, needed: int, compressed: int, what: s
             f"compressed file of {exact(compressed)} can expand to at most {exact(bound)} "
             f"(deflate packs at most {MAX_DEFLATE_RATIO}:1): the header is wrong or forged"
         )
+
+
+def input_file_size(path: str | os.PathLike, what: str = "a file", empty_ok: bool = False) -> int:
+    """The size of an input that must be a regular, non-empty file.
+
+    Parameters
+    ----------
+    path
+        The file.
+    what
+        What it should be, for messages (``"an image file"``).
+    empty_ok
+        Return 0 for an empty file (the caller says why that is wrong) instead of raising.
+
+    Returns
+    -------
+    int
+        Its size in bytes.
+
+    Raises
+    ------
+    CxsegError
+        Missing (or a broken link), a folder, a device, pipe or socket, empty, or a path the
+        system refuses (too long, a loop of links); the message names it.
+    """
+    import stat
+
+    p = Path(path)
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        raise CxsegError(f"no such file: {p}") from None
+    except OSError as e:  # ENAMETOOLONG, ELOOP, EACCES ...
+        raise CxsegError(f"cannot read {p}: {e.strerror or e}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise CxsegError(f"{p} is a folder, not {what}")
+    if not stat.S_ISREG(st.st_mode):
+        raise CxsegError(f"cannot read {p}: it is not a regular file (a device, pipe or socket)")
+    if st.st_size == 0 and not empty_ok:
+        raise CxsegError(f"cannot read {p}: the file is empty")
+    return int(st.st_size)
 
 
 def check_file_size(path: str | os.PathLike, limit: int, what: str) -> None:

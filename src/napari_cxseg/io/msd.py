@@ -7,7 +7,6 @@ Tolerates the known quirks: Task04's ``"relase"`` key, ``"test"`` given as plain
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
@@ -75,6 +74,15 @@ def _classes(labels: Any) -> dict[int, LabelClass]:
     return out
 
 
+def _is_path(value: Any) -> bool:
+    return isinstance(value, str) and bool(value.strip()) and "\x00" not in value
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _case_name(path: str | list[str]) -> str:
     p = Path(path[0] if isinstance(path, list) else path).name
     for suffix in (".nii.gz", ".nii", ".mha", ".nrrd"):
@@ -111,13 +119,10 @@ class MSDTask:
         json_path = p / "dataset.json" if p.is_dir() else p
         if not json_path.is_file():
             raise CxsegError(f"{p} is not an MSD task: no dataset.json in it")
-        from .limits import MAX_DATASET_JSON_BYTES, check_file_size
+        from .documents import load_json
+        from .limits import MAX_DATASET_JSON_BYTES
 
-        check_file_size(json_path, MAX_DATASET_JSON_BYTES, "an MSD dataset.json")
-        try:
-            props = json.loads(json_path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise CxsegError(f"cannot read {json_path}: {e}") from e
+        props = load_json(json_path, MAX_DATASET_JSON_BYTES, "an MSD dataset.json")
         if not isinstance(props, dict):
             raise CxsegError(f"cannot read {json_path}: it is not a JSON object")
         self.json_path = json_path
@@ -191,13 +196,20 @@ class MSDTask:
                 f"{self.json_path} has no {section!r} cases; it has: {', '.join(self.sections) or 'none'}"
             )
         out = []
-        for item in data:
-            image = item.get("image")
+        for k, item in enumerate(data):
+            image = item.get("image") if isinstance(item, dict) else item
             if image is None:
                 continue
-            image = [str(i) for i in image] if isinstance(image, list | tuple) else str(image)
-            label = item.get("label")
-            name = str(item["name"]) if isinstance(item.get("name"), str) else _case_name(image)
+            label = item.get("label") if isinstance(item, dict) else None
+            many = isinstance(image, list | tuple)
+            if not (all(_is_path(i) for i in image) and image if many else _is_path(image)):
+                raise CxsegError(f"{self.json_path}: case {k} of {section!r}: 'image' must be a file path "
+                                 f"or a list of file paths (got {_show(image)})")
+            if label is not None and not _is_path(label):
+                raise CxsegError(f"{self.json_path}: case {k} of {section!r}: 'label' must be a file path "
+                                 f"(got {_show(label)})")
+            image = [str(i) for i in image] if many else str(image)
+            name = str(item["name"]) if isinstance(item, dict) and isinstance(item.get("name"), str) else _case_name(image)
             out.append({"name": name, "image": image, "label": None if label is None else str(label)})
         return out
 
@@ -269,6 +281,14 @@ class MSDTask:
             (names both files).
         """
         item, sec = self._find(case, section)
+        try:
+            return self._read_case(item, sec)
+        except CxsegError as e:  # a case file outside the task folder: name the task too
+            if str(self.root) in str(e):
+                raise
+            raise CxsegError(f"{self.json_path}: case {item['name']!r}: {e}") from e
+
+    def _read_case(self, item: dict[str, Any], sec: str) -> tuple[Image, LabelMap | None]:
         image = self._read_image(item["image"])
         name = item["name"]
         image.meta["name"] = name

@@ -64,13 +64,10 @@ def is_nifti_path(path: str | os.PathLike) -> bool:
 def _load(path: Path) -> Any:
     import nibabel as nib
 
-    if not path.exists():
-        raise CxsegError(f"no such file: {path}")
-    if path.is_dir():
-        raise CxsegError(f"{path} is a folder, not a NIfTI file")
-    if path.stat().st_size == 0:
-        raise CxsegError(f"cannot read {path}: the file is empty")
-    from .nifti_header import check_nifti_size
+    from .limits import input_file_size
+    from .nifti_header import check_loaded_header, check_nifti_size
+
+    input_file_size(path, "a NIfTI file")  # missing, a folder, a pipe, empty: named refusals
 
     check_nifti_size(path)  # before nibabel allocates: a header too large to be true fails here
     try:
@@ -79,6 +76,7 @@ def _load(path: Path) -> Any:
         raise CxsegError(f"cannot read {path} as NIfTI: {e}") from e
     if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image | nib.Nifti1Pair):
         raise CxsegError(f"cannot read {path} as NIfTI: it is a {type(img).__name__}")
+    check_loaded_header(path, img.header)  # the header nibabel parsed is the one it will read by
     return img
 
 

@@ -127,12 +127,9 @@ def check_raster_size(im: Any, path: Path, kind: str | None) -> None:
 
 
 def _open(path: Path) -> Any:
-    if not path.exists():
-        raise CxsegError(f"no such file: {path}")
-    if path.is_dir():
-        raise CxsegError(f"{path} is a folder, not an image file")
-    if path.stat().st_size == 0:
-        raise CxsegError(f"cannot read {path}: the file is empty")
+    from .limits import input_file_size
+
+    input_file_size(path, "an image file")  # missing, a folder, a pipe, empty: named refusals
     kind = raster_kind(path)
     try:
         im = _header_image(path, kind)

@@ -135,14 +135,18 @@ def file_digest(path: str | os.PathLike) -> str:
 
 
 def _load_json(sc: Path) -> tuple[dict[str, Any] | None, str | None]:
+    from .documents import load_json
     from .limits import MAX_SIDECAR_BYTES, human
 
     try:
         size = sc.stat().st_size
-        if size > MAX_SIDECAR_BYTES:
-            return None, f"it is {human(size)}, more than a sidecar may be ({human(MAX_SIDECAR_BYTES)})"
-        data = json.loads(sc.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as e:  # JSONDecodeError is a ValueError
+    except OSError as e:
+        return None, f"it cannot be read ({e.strerror or e})"
+    if size > MAX_SIDECAR_BYTES:
+        return None, f"it is {human(size)}, more than a sidecar may be ({human(MAX_SIDECAR_BYTES)})"
+    try:  # bounded: a regular file, UTF-8, nesting (see documents)
+        data = load_json(sc, MAX_SIDECAR_BYTES, "a label sidecar")
+    except CxsegError as e:
         return None, f"it is not readable JSON ({e})"
     if not isinstance(data, dict):
         return None, "it is not a JSON object"

@@ -18,8 +18,6 @@ confirmation in the GUI); otherwise :class:`BundleModel` refuses with a
 
 from __future__ import annotations
 
-import hashlib
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +31,7 @@ from .bundle_config import (
     on_sys_path,
     read_config,
 )
+from .bundle_zip import unpack_bundle_zip
 from .trust import Finding, check, requires_trust, untrusted_message
 
 __all__ = ["BundleConfig", "BundleModel", "bundle_findings", "bundle_roots", "config_findings", "find_config",
@@ -74,40 +73,6 @@ def bundle_findings(bundle_dir: str | Path) -> list[Finding]:
     """
     bc = load_bundle_config(bundle_dir)
     return config_findings(bc, bundle_roots(bc.content))
-
-
-def unpack_bundle_zip(zip_path: str | Path) -> Path:
-    """Unpack a bundle zip (``<name>/configs/...``) into ``<cache>/bundles/_zips`` once.
-
-    Returns
-    -------
-    Path
-        The bundle folder (the one holding ``configs/metadata.json``).
-    """
-    from .weights import bundles_dir
-
-    zip_path = Path(zip_path)
-    h = hashlib.sha256()
-    with open(zip_path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            h.update(block)
-    dest = bundles_dir() / "_zips" / f"{zip_path.stem}-{h.hexdigest()[:12]}"
-    if not dest.is_dir():
-        try:
-            with zipfile.ZipFile(zip_path) as z:
-                root = dest.parent / (dest.name + ".part")
-                for info in z.infolist():
-                    target = (root / info.filename).resolve()
-                    if not target.is_relative_to(root.resolve()):
-                        raise CxsegError(f"bundle zip {zip_path} has an unsafe member path {info.filename!r}")
-                z.extractall(root)
-            root.rename(dest)
-        except zipfile.BadZipFile as e:
-            raise CxsegError(f"{zip_path} is not a valid zip file: {e}") from None
-    metas = sorted(dest.rglob("configs/metadata.json"), key=lambda p: len(p.parts))
-    if not metas:
-        raise CxsegError(f"bundle zip {zip_path} holds no <name>/configs/metadata.json")
-    return metas[0].parent.parent
 
 
 class BundleModel:

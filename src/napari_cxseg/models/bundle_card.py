@@ -9,7 +9,6 @@ This module imports neither torch nor MONAI.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -40,10 +39,10 @@ def derive_card(bundle_dir: str | os.PathLike) -> ModelCard:
     origin = str(meta_path)
     if not meta_path.is_file():
         raise CxsegError(f"{bdir} is not a MONAI bundle: {meta_path} is missing")
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CxsegError(f"bundle metadata {meta_path} is not valid JSON: {e}") from None
+    from ..io.documents import load_json
+    from .bundle_config import MAX_CONFIG_BYTES
+
+    meta = load_json(meta_path, MAX_CONFIG_BYTES, "a bundle's metadata.json")
     f = Fields(origin)
     meta = f.mapping(meta, "<top level>")
     ndf = f.mapping(meta.get("network_data_format"), "network_data_format")

@@ -94,12 +94,15 @@ def read_config(path: str | Path) -> dict[str, Any]:
             data = json.loads(text, object_pairs_hook=check_key_duplicates)
         else:
             data = yaml.load(text, CheckKeyDuplicatesYamlLoader)  # noqa: S506 - a SafeLoader
-    except (ValueError, yaml.YAMLError) as e:
-        raise CxsegError(f"bundle config {path} cannot be read: {e}") from None
+    except (ValueError, yaml.YAMLError, RecursionError) as e:  # RecursionError: nested too deeply
+        raise CxsegError(f"bundle config {path} cannot be read: {type(e).__name__}: {e}") from None
     if not isinstance(data, dict):
         raise CxsegError(f"bundle config {path} is not a mapping of settings")
-    for _ in walk(data, ""):  # bounded: YAML aliases can multiply what a small file holds
-        pass
+    try:
+        for _ in walk(data, ""):  # bounded: YAML aliases can multiply what a small file holds
+            pass
+    except CxsegError as e:
+        raise CxsegError(f"bundle config {path}: {e}") from None
     parser = ConfigParser(config={}, globals=False)
     try:
         for k, v in data.items():
@@ -197,8 +200,9 @@ def load_bundle_config(bundle_dir: str | Path, trust: bool = False) -> BundleCon
     CxsegError
         When a file cannot be read, is too large, or a relative id points outside the config.
     """
-    from monai.bundle import ComponentLocator
     from monai.bundle.reference_resolver import ReferenceResolver
+
+    from .trust import shared_locator
 
     bdir = Path(bundle_dir).resolve()
     cfg_path = find_config(bdir)
@@ -219,7 +223,7 @@ def load_bundle_config(bundle_dir: str | Path, trust: bool = False) -> BundleCon
         out.content = _Macros(bdir, trust, out).resolve(content, "", content)
     except RecursionError:
         raise CxsegError(f"bundle config {cfg_path} is nested too deeply") from None
-    _disable_io(out.content, ComponentLocator())
+    _disable_io(out.content, shared_locator())
     return out
 
 
@@ -306,10 +310,9 @@ def evaluable_config(config: dict[str, Any], roots: Sequence[str], overrides: di
     become None at their place, so ids and indices stay), plus ``overrides``. Untrusted, each
     ``_target_`` is replaced by the class it was checked as; trusted, the config's import
     statements (``$import x``), which MONAI evaluates before anything else, are kept too."""
-    from monai.bundle import ComponentLocator
     from monai.bundle.config_item import ConfigExpression
 
-    from .trust import closure, target_problem
+    from .trust import closure, shared_locator, target_problem
 
     items = monai_items(config)
     keep = [i for i in closure(config, roots) if i in items]
@@ -325,7 +328,7 @@ def evaluable_config(config: dict[str, Any], roots: Sequence[str], overrides: di
             _place(out, config, i)
             placed.append(i)
     if not trust:
-        locator = locator if locator is not None else ComponentLocator()
+        locator = locator if locator is not None else shared_locator()
         for _, v in walk(out, ""):
             if isinstance(v, dict) and "_target_" in v:
                 cls, shown, why = target_problem(v["_target_"], locator)

@@ -17,7 +17,6 @@ This module imports neither torch nor MONAI.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import urllib.parse
@@ -203,9 +202,11 @@ def bundle_weights_file(bdir: str | os.PathLike) -> Path | None:
 
 
 def _read_metadata(bdir: Path) -> dict | None:
+    from ..io.documents import load_json
+
     try:
-        meta = json.loads((bdir / "configs" / "metadata.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        meta = load_json(bdir / "configs" / "metadata.json", 16 << 20, "a bundle's metadata.json")
+    except CxsegError:
         return None
     return meta if isinstance(meta, dict) else None
 

@@ -20,6 +20,7 @@ This module imports neither torch nor MONAI.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +105,8 @@ class Fields:
         for x in v:
             if isinstance(x, bool) or not isinstance(x, int | float):
                 raise self.error(fld, f"must contain numbers only (got {_show(x)})")
+            if not math.isfinite(x):  # YAML's .nan/.inf: never a spacing, size or window
+                raise self.error(fld, f"must contain finite numbers (got {_show(x)})")
             if kind is int and int(x) != x:
                 raise self.error(fld, f"must contain integers only (got {_show(x)})")
             if positive and x <= 0:
@@ -117,6 +120,8 @@ class Fields:
         v = d.get(key, default)
         if isinstance(v, bool) or not isinstance(v, int | float):
             raise self.error(fld, f"must be a number (got {_show(v)})")
+        if not math.isfinite(v):
+            raise self.error(fld, f"must be a finite number (got {_show(v)})")
         if kind is int and int(v) != v:
             raise self.error(fld, f"must be an integer (got {_show(v)})")
         if (lo is not None and v < lo) or (hi is not None and v > hi):
@@ -130,6 +135,18 @@ class Fields:
         if not isinstance(v, bool):
             raise self.error(prefix + key, f"must be true or false (got {_show(v)})")
         return v
+
+
+def _non_finite(value: Any, where: str) -> str | None:
+    """The field (``network.args.x``) of the first NaN or infinite number in ``value``, or None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return where
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for k, v in items:
+        found = _non_finite(v, f"{where}.{k}")
+        if found:
+            return found
+    return None
 
 
 def _show(v: Any) -> str:
@@ -162,7 +179,7 @@ def parse_card(data: Any, origin: str = "<dict>", path: Path | None = None) -> M
     d = f.mapping(data, "<top level>")
     known = {"name", "task", "modality", "spatial_dims", "input", "network", "inference", "output",
              "classes", "weights", "license", "training_data", "metrics", "intended_use", "notes"}
-    unknown = sorted(set(d) - known)
+    unknown = sorted(set(d) - known, key=str)  # YAML keys may be numbers, null, booleans
     if unknown:
         raise f.error(unknown[0], f"is not a card field (known: {', '.join(sorted(known))})")
 
@@ -188,6 +205,9 @@ def parse_card(data: Any, origin: str = "<dict>", path: Path | None = None) -> M
         args = f.mapping(nd.get("args"), "network.args", required=False)
         if not all(isinstance(k, str) for k in args):
             raise f.error("network.args", "must have text keys")
+        bad = _non_finite(args, "network.args")
+        if bad:
+            raise f.error(bad, "must be a finite number (got .nan or .inf)")
         net = NetworkSpec(name=f.text(nd, "name", "network."), args=dict(args))
     elif weights.source not in ("bundle", "torchscript", "torchxrayvision"):
         raise f.error("network", f"is missing (needed for weights.source {weights.source})")
@@ -293,9 +313,9 @@ def _parse_intensity(f: Fields, d: dict) -> dict[str, Any]:
     elif t == "minmax":
         out["b_min"] = f.number(d, "b_min", p, 0.0)
         out["b_max"] = f.number(d, "b_max", p, 1.0)
-    extra = sorted(set(d) - set(out))
+    extra = sorted(set(d) - set(out), key=str)
     if extra:
-        raise f.error(p + extra[0], f"is not a parameter of intensity type {t}")
+        raise f.error(f"{p}{extra[0]}", f"is not a parameter of intensity type {t}")
     return out
 
 
@@ -319,7 +339,7 @@ def _parse_output(f: Fields, d: dict) -> OutputSpec:
         lm = f.mapping(d["label_map"], p + "label_map")
         try:
             label_map = {int(k): int(v) for k, v in lm.items()}
-        except (TypeError, ValueError) as e:
+        except (TypeError, ValueError, OverflowError) as e:
             raise f.error(p + "label_map", f"must map channel numbers to class ids ({e})") from None
     priority = None
     if d.get("priority") is not None:
@@ -348,7 +368,7 @@ def _parse_classes(f: Fields, d: Any) -> dict[int, LabelClass]:
     for k, v in d.items():
         try:
             cid = int(k)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise f.error(f"classes.{k}", "must be keyed by an integer class id") from None
         if cid <= 0 or cid > 65535:
             raise f.error(f"classes.{k}", "must be a class id in 1..65535 (0 is background)")
@@ -384,9 +404,9 @@ def parse_weights(f: Fields, d: dict, bundle_folder: bool = False) -> WeightsSpe
     p = "weights."
     src = f.choice(d, "source", WEIGHT_SOURCES, p)
     w = WeightsSpec(source=src, **{k: f.text(d, k, p, required=False) or None for k in _WEIGHT_FIELDS[1:]})
-    extra = sorted(set(d) - set(_WEIGHT_FIELDS))
+    extra = sorted(set(d) - set(_WEIGHT_FIELDS), key=str)
     if extra:
-        raise f.error(p + extra[0], "is not a weights field")
+        raise f.error(f"{p}{extra[0]}", "is not a weights field")
     if src in ("package", "file", "torchscript") and not w.file:
         raise f.error(p + "file", f"is missing (needed for source {src})")
     if src == "url" and not w.url:

@@ -237,17 +237,21 @@ def load_card(path: str | os.PathLike) -> ModelCard:
     Raises
     ------
     CxsegError
-        When the file is missing, is not YAML, or a field is wrong (the message names both).
+        When the file is missing, not a regular file, larger than ``io.limits.MAX_CARD_BYTES``,
+        not UTF-8, not YAML (or nested too deeply), or a field is wrong (the message names both).
     """
-    import yaml
+    from ..io.documents import parse_yaml, read_text
+    from ..io.limits import MAX_CARD_BYTES
 
     path = Path(path).expanduser()
-    if not path.is_file():
-        raise CxsegError(f"model card {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise CxsegError(f"model card {path} is not valid YAML: {e}") from None
+        found = path.is_file()
+    except OSError as e:  # a name too long, a loop of links
+        raise CxsegError(f"cannot read model card {path}: {e.strerror or e}") from None
+    if not found:
+        raise CxsegError(f"model card {path} does not exist")
+    # bounded: a link to /dev/zero, a huge, non-UTF-8 or deeply nested file is refused by name
+    data = parse_yaml(read_text(path, MAX_CARD_BYTES, "a model card"), path, "model card")
     return card_from_dict(data, origin=str(path), path=path.resolve())
 
 
@@ -320,9 +324,13 @@ def find_card(name_or_path: str | os.PathLike) -> ModelCard:
         if suffix in (".yaml", ".yml"):
             return load_card(p)
         if suffix == ".zip":
-            from .bundle import unpack_bundle_zip
+            from .bundle_zip import unpack_bundle_zip
 
-            return card_from_bundle(unpack_bundle_zip(p))
+            bundle_dir = unpack_bundle_zip(p)
+            try:
+                return card_from_bundle(bundle_dir)
+            except CxsegError as e:  # it names the unpacked copy: name the zip the user gave too
+                raise CxsegError(f"bundle zip {p}: {e}") from e
         if suffix in (".ts", ".pt", ".pth"):
             return _card_for_weights_file(p)
         raise CxsegError(

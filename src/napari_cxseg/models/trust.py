@@ -143,6 +143,24 @@ def _locate(path: str) -> tuple[Any, str]:
     return obj, ""
 
 
+_LOCATOR: list[Any] = [None, -1]
+
+
+def shared_locator() -> Any:
+    """One MONAI ``ComponentLocator`` for the process, rebuilt when more modules are loaded.
+
+    A locator scans every loaded ``monai`` module on its first lookup (about 0.1 s); a new one
+    per config made each bundle pay that twice. Its table depends only on which modules are
+    loaded, so it is kept until a module is loaded (``len(sys.modules)`` changes).
+    """
+    from monai.bundle import ComponentLocator
+
+    loaded = len(sys.modules)
+    if _LOCATOR[0] is None or _LOCATOR[1] != loaded:
+        _LOCATOR[0], _LOCATOR[1] = ComponentLocator(), loaded
+    return _LOCATOR[0]
+
+
 def resolve_target(name: Any, locator: Any = None) -> tuple[Any, str]:
     """What MONAI calls for ``_target_: name``: short names through MONAI's ComponentLocator
     (the first module when several hold the name, as MONAI does), dotted paths step by step.
@@ -152,7 +170,7 @@ def resolve_target(name: Any, locator: Any = None) -> tuple[Any, str]:
     name
         The ``_target_`` value.
     locator
-        A :class:`monai.bundle.ComponentLocator` (a new one when None).
+        A :class:`monai.bundle.ComponentLocator` (:func:`shared_locator` when None).
 
     Returns
     -------
@@ -165,9 +183,7 @@ def resolve_target(name: Any, locator: Any = None) -> tuple[Any, str]:
     if name.startswith(("$", "@", "%")):
         return None, "a reference or expression as _target_ (code)"
     if locator is None:
-        from monai.bundle import ComponentLocator
-
-        locator = ComponentLocator()
+        locator = shared_locator()
     mods = locator.get_component_module_name(name)
     if isinstance(mods, list):
         mods = mods[0]
@@ -280,10 +296,10 @@ def check(config: dict[str, Any], roots: Sequence[str], notes: dict[str, str] | 
     locator
         The ComponentLocator short names are resolved with.
     """
-    from monai.bundle import ComponentLocator, ConfigParser
+    from monai.bundle import ConfigParser
     from monai.bundle.reference_resolver import ReferenceResolver
 
-    locator = locator if locator is not None else ComponentLocator()
+    locator = locator if locator is not None else shared_locator()
     notes = notes or {}
     items = monai_items(config)
     found: list[Finding] = []
