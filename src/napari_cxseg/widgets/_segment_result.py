@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
 
 #: metadata key (under ``metadata["cxseg"]``) of the digest of the model output in a layer
 OUTPUT_DIGEST = "model_output_sha1"
+#: metadata key (under ``metadata["cxseg"]``) of the model output itself, zlib-compressed
+OUTPUT_COPY = "model_output"
 
 ASSUMED_ORIENTATION = (
     "Orientation not recorded in the file: assumed as acquired "
@@ -57,11 +60,27 @@ def is_edited(layer: Any) -> bool:
 
 
 def stamp_output(layer: Any, model: str) -> None:
-    """Record that ``layer`` now holds exactly the output of ``model`` (call after writing)."""
+    """Record that ``layer`` now holds exactly the output of ``model`` (call after writing).
+
+    The output itself is kept too (zlib-compressed, :data:`OUTPUT_COPY`): the Train widget
+    counts the voxels the user changed since (:func:`stored_output`).
+    """
+    arr = np.ascontiguousarray(np.asarray(layer.data))
     md = dict(layer.metadata.get(META_KEY) or {})
-    md[OUTPUT_DIGEST] = output_digest(layer.data)
+    md[OUTPUT_DIGEST] = output_digest(arr)
     md["model"] = model
+    md[OUTPUT_COPY] = {"shape": list(arr.shape), "dtype": arr.dtype.str, "zlib": zlib.compress(arr.tobytes(), 1)}
     layer.metadata = {**layer.metadata, META_KEY: md}
+
+
+def stored_output(layer: Any) -> np.ndarray | None:
+    """The model output last stamped into a layer (None when there is none or it is unreadable)."""
+    rec = (layer.metadata.get(META_KEY) or {}).get(OUTPUT_COPY)
+    try:
+        arr = np.frombuffer(zlib.decompress(rec["zlib"]), dtype=np.dtype(rec["dtype"]))
+        return arr.reshape(tuple(rec["shape"]))
+    except (TypeError, KeyError, ValueError, zlib.error):
+        return None
 
 
 def unique_name(viewer: napari.Viewer, name: str) -> str:

@@ -129,6 +129,9 @@ class SegmentWidget(QWidget):
             getattr(self.viewer.layers.events, ev).connect(self._refresh_images)
         self._refresh_images()
         self._refresh_models()
+        from ._train_models import model_events
+
+        model_events().changed.connect(self._on_models_changed)
 
     # ------------------------------------------------------------------ choices
     def _refresh_images(self, event=None) -> None:
@@ -148,9 +151,14 @@ class SegmentWidget(QWidget):
         self.orientation_info.setVisible(bool(text))
         return text if unknown else ""
 
+    def _on_models_changed(self, name: str) -> None:
+        """A card was registered or re-pointed (Train widget): list it now, keep the current choice."""
+        self._refresh_models()
+
     def _refresh_models(self) -> None:
         from ..models.cards import list_cards
 
+        current = self.model_combo.currentText()
         self.model_combo.blockSignals(True)
         self.model_combo.clear()
         try:
@@ -160,7 +168,11 @@ class SegmentWidget(QWidget):
             notify_error(exc, "Reading model cards")
         for card in cards:
             self.model_combo.addItem(card.name)
+        if self._extra_model_path:
+            self.model_combo.addItem(self._extra_model_path)
         self.model_combo.addItem(OTHER_MODEL)
+        if current and current != OTHER_MODEL and self.model_combo.findText(current) >= 0:
+            self.model_combo.setCurrentText(current)
         self.model_combo.blockSignals(False)
         self._on_model_changed(self.model_combo.currentText())
 
