@@ -116,3 +116,18 @@ def test_no_file_lands_outside_its_place(fuzz):
     assert leftovers == []
     assert not any(MARKER in p for p in _files(root.parent)), "a zip member escaped its unpack folder"
     assert not os.path.lexists(ABSOLUTE)
+
+
+def test_a_damaged_slice_left_out_of_a_series_is_named(tmp_path):
+    """A truncated slice used to vanish from the volume without a word (found by the fuzz)."""
+    from dicom_factory import write_ct_series
+    from napari_cxseg import io
+
+    files, _ = write_ct_series(tmp_path / "ct", n_slices=4, shape=(16, 16))
+    files[3].write_bytes(files[3].read_bytes()[:580])  # cut before its SeriesInstanceUID
+    (tmp_path / "ct" / "notes.txt").write_text("not a slice")
+    (image,) = io.read(tmp_path / "ct")
+    assert image.array.shape == (3, 16, 16)
+    assert any("ct004.dcm" in w and "left out" in w for w in image.meta["warnings"])
+    files[3].unlink()
+    assert "warnings" not in io.read(tmp_path / "ct")[0].meta  # a text file is no slice

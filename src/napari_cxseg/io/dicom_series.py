@@ -78,14 +78,37 @@ def read_header(path: str | Path) -> Any | None:
     return ds
 
 
-def _scan(files: Iterable[Path]) -> list[SliceHeader]:
-    """Headers of the DICOM image files among ``files`` (others are skipped)."""
+def _looks_dicom(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(132)
+    except OSError:
+        return False
+    return head[128:132] == b"DICM" or (path.suffix.lower() == ".dcm" and len(head) > 0)
+
+
+def _scan(files: Iterable[Path], left_out: list[tuple[Path, str | None]] | None = None) -> list[SliceHeader]:
+    """Headers of the DICOM image files among ``files`` (others are skipped).
+
+    ``left_out`` collects the files that look like DICOM but could not be read, and image
+    objects without an image (a truncated slice: series uid ``None``), and other DICOM files
+    without an image (with their series uid): a damaged slice of the series being read must
+    not vanish without a word.
+    """
     out = []
     for f in files:
         if not f.is_file():
             continue
         ds = read_header(f)
         if ds is None or "Rows" not in ds:  # not an image (SR, presentation state, ...)
+            if left_out is None or f.name.upper() == "DICOMDIR":  # the folder's index
+                continue
+            if ds is None and _looks_dicom(f):
+                left_out.append((f, None))
+            elif ds is not None:
+                sop = ds.get("SOPClassUID")
+                damaged = sop is None or "Image Storage" in str(getattr(sop, "name", ""))
+                left_out.append((f, None if damaged else str(ds.get("SeriesInstanceUID", ""))))
             continue
         if _is_seg(ds):  # a segmentation saved beside its series is not part of it
             continue
@@ -150,15 +173,17 @@ def describe_series(groups: dict[str, list[SliceHeader]]) -> str:
 
 
 def _select_headers(
-    path_or_files: str | Path | Sequence[str | Path], series_uid: str | None
+    path_or_files: str | Path | Sequence[str | Path], series_uid: str | None,
+    left_out: list[tuple[Path, str | None]] | None = None,
 ) -> tuple[list[SliceHeader], str]:
-    """Headers of the one series to read, and the path to report as its source."""
+    """Headers of the one series to read, and the path to report as its source (``left_out``:
+    see :func:`_scan`)."""
     if isinstance(path_or_files, (str, Path)):
         p = Path(path_or_files)
         if not p.exists():
             raise CxsegError(f"No such file or folder: {p}")
         if p.is_dir():
-            headers = _scan(_folder_files(p, recursive=False))
+            headers = _scan(_folder_files(p, recursive=False), left_out)
             where = f"folder {p}"
         else:
             first = read_header(p)
@@ -178,7 +203,7 @@ def _select_headers(
                 series_uid = str(first.get("SeriesInstanceUID", ""))
             # one file opens its whole series: its siblings with the same SeriesInstanceUID
             others = [f for f in _folder_files(p.parent, recursive=False) if f != p]
-            headers = [SliceHeader(p, first), *_scan(others)]
+            headers = [SliceHeader(p, first), *_scan(others, left_out)]
             where = f"folder {p.parent}"
         source = str(p)
     else:
@@ -469,7 +494,9 @@ def read_dicom_series(
         ``geometry.source`` has ``path``, ``format="dicom"``, ``series_uid``, ``study_uid``,
         ``frame_of_reference_uid``, ``modality`` and ``dicom_files`` (in slice order, i.e. along
         the first on-disk axis). ``meta`` has ``source_path``, ``window`` (``(low, high)`` of the
-        first slice's VOI window) when present, ``series_description`` and ``name``.
+        first slice's VOI window) when present, ``series_description`` and ``name``, and
+        ``warnings`` naming the files beside the series that look like its slices (DICOM, or of
+        this series) but could not be read as images and were left out.
 
     Raises
     ------
@@ -478,9 +505,23 @@ def read_dicom_series(
         sizes or orientations; unreadable files; slice headers claiming more pixel data than
         their files hold, or a volume beyond the memory budget (checked before allocating).
     """
-    headers, source = _select_headers(path_or_files, series_uid)
+    left_out: list[tuple[Path, str | None]] = []
+    headers, source = _select_headers(path_or_files, series_uid, left_out)
     if len(headers) == 1 and _is_enhanced(headers[0].dataset):
         return _read_enhanced(headers[0], source)
+    image = _read_slices(headers, source)
+    uid = headers[0].series_uid
+    damaged = sorted(f.name for f, u in left_out if u is None or u == uid)
+    if damaged:
+        image.meta.setdefault("warnings", []).append(
+            f"{len(damaged)} file(s) beside the series could not be read as images and were left "
+            f"out (damaged or truncated?): {', '.join(damaged[:5])}{' ...' if len(damaged) > 5 else ''}"
+        )
+    return image
+
+
+def _read_slices(headers: list[SliceHeader], source: str) -> Image:
+    """The volume of a series' single-frame slices."""
     headers, positions = sort_and_check(headers)
     ds0 = headers[0].dataset
     row_dir, col_dir, ps = slice_frame(ds0, headers[0].path)
