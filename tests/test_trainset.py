@@ -15,7 +15,8 @@ from napari_cxseg.images import CxsegError, Image, LabelClass, LabelMap
 from napari_cxseg.io.msd import MSDTask
 from napari_cxseg.training.sources import find_cases
 from napari_cxseg.training.targets import build_target
-from napari_cxseg.training.trainset import TrainingSet, thumbnail_array
+from napari_cxseg.training.trainset import TrainingSet
+from napari_cxseg.training.trainset_files import thumbnail_array
 from training_data import film
 
 LUNGS = {1: LabelClass("right lung", "#1f77b4"), 2: LabelClass("left lung", "#ff7f0e")}

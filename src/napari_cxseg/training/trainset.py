@@ -30,7 +30,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,8 +41,6 @@ from ..images import CxsegError, Image, LabelClass, LabelMap
 
 #: Marks a dataset.json written here (other MSD tasks are never modified).
 MARKER = "napari-cxseg training set"
-_COPY_2D = (".png", ".jpg", ".jpeg", ".dcm")
-_COPY_3D = (".nii.gz", ".nii")
 
 
 @dataclass
@@ -191,7 +188,7 @@ class TrainingSet:
         return find_cases(self.root)
 
     def thumbnail_path(self, entry: Entry) -> Path:
-        """Where a radiograph entry's thumbnail is (made by :meth:`add`, or :func:`write_thumbnail`)."""
+        """Where a radiograph entry's thumbnail is (made by :meth:`add`, :func:`.trainset_files.write_thumbnail`)."""
         return self.root / ".thumbnails" / f"{entry.case}.png"
 
     # ------------------------------------------------------------------ writing
@@ -237,9 +234,11 @@ class TrainingSet:
         key = self._key(image)
         old = self.find(key)
         case = old.case if old else case_name(image, key)
+        from .trainset_files import write_image, write_thumbnail
+
         for sub in ("imagesTr", "labelsTr"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
-        img_path, geom = _write_image(image, self.root / "imagesTr", case)
+        img_path, geom = write_image(image, self.root / "imagesTr", case)
         lab_path = self.root / "labelsTr" / (f"{case}.png" if dims == 2 else f"{case}.nii.gz")
         from ..io import write_labels
 
@@ -350,110 +349,3 @@ def case_name(image: Image, key: str) -> str:
     if has_label_name(Path("imagesTr") / f"{stem}.png"):
         stem = "case"
     return f"{stem}_{digest}"
-
-
-def _write_image(image: Image, folder: Path, case: str) -> tuple[Path, Any]:
-    """Copy the image's source file or write it; returns the file and the geometry its labels use."""
-    from ..geometry import Geometry
-
-    src = image.meta.get("source_path")
-    dims = image.geometry.ndim
-    low = str(src).lower() if src else ""
-    ext = next((e for e in (_COPY_3D if dims == 3 else _COPY_2D) if low.endswith(e)), None)
-    if src and ext and Path(src).is_file() and (image.geometry.source or {}).get("format") != "msd":
-        target = folder / f"{case}{ext}"
-        _copy_atomic(Path(src), target)
-        return target, image.geometry
-    if dims == 3:
-        target = folder / f"{case}.nii.gz"
-        _write_nifti_image(image, target)
-        return target, image.geometry
-    target = folder / f"{case}.png"
-    arr = _radiograph_pixels(np.asarray(image.array), src or case)
-    from PIL import Image as PILImage
-
-    from ..io.atomic import atomic_write
-
-    atomic_write(target, lambda tmp: PILImage.fromarray(arr).save(tmp, format="PNG"))
-    geom = Geometry(affine=image.geometry.affine.copy(), frame="image", disk_shape=arr.shape,
-                    source={"path": str(target), "format": "png", "role": "image"})
-    return target, geom
-
-
-def _copy_atomic(src: Path, target: Path) -> None:
-    from ..io.atomic import atomic_write
-
-    atomic_write(target, lambda tmp: shutil.copyfile(src, tmp))
-
-
-def _write_nifti_image(image: Image, target: Path) -> None:
-    """A volume (channels last on disk) as NIfTI with the affine its labels get."""
-    import nibabel as nib
-
-    from ..io.atomic import atomic_write
-
-    geom = image.geometry
-    held = np.asarray(image.array)
-    if image.channel_names:
-        parts = [geom.nifti_array_and_affine(held[c]) for c in range(held.shape[0])]
-        arr, aff = np.stack([p[0] for p in parts], axis=-1), parts[0][1]
-    else:
-        arr, aff = geom.nifti_array_and_affine(held)
-    img = nib.Nifti1Image(np.ascontiguousarray(arr), np.asarray(aff, float))
-    img.header.set_xyzt_units("mm")
-    img.header.set_sform(aff, code="scanner")
-    img.header.set_qform(aff, code="scanner")
-    atomic_write(target, lambda tmp: nib.save(img, tmp))
-
-
-def _radiograph_pixels(arr: np.ndarray, name: Any) -> np.ndarray:
-    """Pixels for a PNG: kept as they are when they fit 8 or 16 bits, else scaled to 16 bits."""
-    if arr.ndim != 2:
-        raise CxsegError(f"{name}: a radiograph must be 2D to be written as PNG, got shape {arr.shape}")
-    finite = np.isfinite(arr).all() if arr.dtype.kind == "f" else True
-    whole = finite and np.array_equal(arr, np.round(arr))
-    lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
-    if whole and lo >= 0 and hi <= 255:
-        return arr.astype(np.uint8)
-    if whole and lo >= 0 and hi <= 65535:
-        return arr.astype(np.uint16)
-    a = np.nan_to_num(arr.astype(np.float64), nan=lo)
-    return np.round((a - lo) / max(hi - lo, 1e-12) * 65535).astype(np.uint16)
-
-
-def write_thumbnail(tset: TrainingSet, entry: Entry, size: int = 96) -> Path:
-    """A small RGB picture of a radiograph entry with its labels (``.thumbnails/<case>.png``)."""
-    from PIL import Image as PILImage
-
-    from ..io import read
-    from ..io.atomic import atomic_write
-
-    image = read(entry.image, as_labels=False)[0]
-    labels = read(entry.label, as_labels=True)[0]
-    rgb = thumbnail_array(np.asarray(image.array), np.asarray(labels.array), labels.classes, size)
-    path = tset.thumbnail_path(entry)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda tmp: PILImage.fromarray(rgb).save(tmp, format="PNG"))
-    return path
-
-
-def thumbnail_array(image: np.ndarray, labels: np.ndarray, classes: dict[int, LabelClass],
-                    size: int = 96) -> np.ndarray:
-    """``(h, w, 3)`` uint8: the image scaled to ``size`` on its long side, labels tinted over it."""
-    from PIL import ImageColor
-
-    step = max(1, int(np.ceil(max(image.shape) / size)))
-    img = np.asarray(image, float)[::step, ::step]
-    lab = np.asarray(labels)[::step, ::step] if labels.shape == image.shape else np.zeros(img.shape, int)
-    lo, hi = np.percentile(img, [1, 99]) if img.size else (0.0, 1.0)
-    grey = np.clip((img - lo) / max(hi - lo, 1e-6), 0, 1)
-    rgb = np.repeat(grey[..., None], 3, axis=2)
-    for k, c in classes.items():
-        m = lab == k
-        if m.any():
-            try:
-                colour = np.array(ImageColor.getrgb(c.colour or "#ff0000")[:3], float) / 255
-            except ValueError:
-                colour = np.array([1.0, 0.0, 0.0])
-            rgb[m] = 0.55 * rgb[m] + 0.45 * colour
-    return (rgb * 255).astype(np.uint8)
