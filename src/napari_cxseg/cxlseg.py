@@ -89,6 +89,8 @@ def read_tables(folder: str | Path) -> Any:
         on = [k for k in KEYS if k in table.columns and k in other.columns]
         if not on:
             continue
+        if "dicom_id" in on:  # one image per dicom_id: a single-key join is the same and faster
+            on = ["dicom_id"]
         new = [c for c in other.columns if c not in table.columns or c in on]
         table = table.merge(other[new].drop_duplicates(subset=on), on=on, how="left")
     return table
@@ -117,7 +119,11 @@ def find_case_image(row: dict, root: Path, roots: list[Path]) -> Path | None:
     if isinstance(src, str) and src and Path(src).is_file():
         return Path(src)
     seg = row.get("segmented_path")
-    segmented = (root / str(seg)).resolve() if isinstance(seg, str) and seg else None
+    if not (isinstance(seg, str) and seg):
+        meta = metadata_dir(root)
+        # CXLSeg keeps its segmented image <dicom_id>.jpg beside the mask
+        seg = str(image_for_mask(str(row["mask_path"]), Path("."))) if meta and (meta / SEGMENTED_CSV).is_file() else None
+    segmented = (root / str(seg)).resolve() if seg else None
     for r in roots:
         base = image_for_mask(str(row["mask_path"]), r)
         for p in (base, base.with_suffix(".jpeg"), base.with_suffix(".png"), base.with_suffix(".dcm")):
