@@ -283,6 +283,7 @@ def series_cases(root: Path) -> list[Case]:
     for k, (n, g) in enumerate(base):
         for what, out in byte_variants(rng, g, 700, 3):
             _write_series(b, f"{n}: {what}", base[:k] + [(n, out)] + base[k + 1:])
+    _enhanced_cases(b, seed)
     d = b.folder()
     for n, g in base[:3]:
         (d / n).write_bytes(g)
@@ -293,6 +294,37 @@ def series_cases(root: Path) -> list[Case]:
     b.add("links out of the folder (a real slice elsewhere, /dev/zero) and a sub-folder", d, d, names=[d.name])
     link_cases(b, "linked.dcm", _testdata("CT_small.dcm"))
     return b.cases
+
+
+_ENHANCED: list = []
+
+
+def enhanced_seed(seed: list):
+    """An enhanced multi-frame CT: highdicom's legacy conversion of the seed series (made once)."""
+    import highdicom as hd
+    from pydicom.uid import generate_uid
+
+    if not _ENHANCED:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            _ENHANCED.append(hd.legacy.LegacyConvertedEnhancedCTImage(
+                legacy_datasets=seed, series_instance_uid=generate_uid(), series_number=2,
+                sop_instance_uid=generate_uid(), instance_number=1))
+    return _ENHANCED[0]
+
+
+def _enhanced_cases(b: Builder, seed: list) -> None:
+    """The enhanced multi-frame CT of :func:`enhanced_seed`, damaged."""
+    from fuzz_seg import structural
+
+    enh = enhanced_seed(seed)
+    flat = [(kw, vr, v) for kw, vr, values in IMAGE_MUTATIONS[:20] for v in values]
+    for kw, vr, v in b.rng.sample(flat, 24):
+        b.file_case(f"enhanced CT: {kw} = {v!r}", "enhanced.dcm", mutated(enh, kw, vr, v))
+    for what, d in structural(enh)[:12]:
+        b.file_case(f"enhanced CT: {what}", "enhanced.dcm", to_bytes(d))
+    for what, data in byte_variants(b.rng, to_bytes(enh), 1500, 8):
+        b.file_case(f"enhanced CT: {what}", "enhanced.dcm", data)
 
 
 # ------------------------------------------------------------------------------ radiographs

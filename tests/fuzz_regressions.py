@@ -66,6 +66,11 @@ def regression_cases(root: Path) -> list[tuple[Case, str]]:
             (d / f"ct{k}.dcm").write_bytes(to_bytes(ds))
         add(b.add(f"dicom_series: {keyword} = {value!r} raised a bare ValueError/TypeError/OverflowError or "
                   "gave non-finite voxels (dicom_header.numbers, _rescale)", d, d, names=[d.name]), words)
+    from fuzz_dicom import enhanced_seed, mutated
+
+    add(b.file_case("dicom_series: an enhanced multi-frame CT with RescaleSlope NaN gave NaN voxels "
+                    "without a word (_read_enhanced)", "enhanced.dcm",
+                    mutated(enhanced_seed(seed), "RescaleSlope", "DS", "nan")), "not finite")
     name, ds = radiograph_seeds(b.root.parent / "_seeds")[0]
     from pydicom.dataset import Dataset
     from pydicom.sequence import Sequence

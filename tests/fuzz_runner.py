@@ -136,9 +136,15 @@ def run_cases(cases: list[dict[str, Any]], cache: Path, log_dir: Path,
         child: _Child | None = None
         try:
             while (case := take(order)) is not None:
-                if child is None:
-                    child = _Child(mode, log_dir / f"child-{k}.log", env)
                 started = time.monotonic()
+                if child is None:
+                    try:
+                        child = _Child(mode, log_dir / f"child-{k}.log", env)
+                    except (RuntimeError, OSError) as e:  # the case is reported, the next tries again
+                        with lock:
+                            results[case["id"]] = {"id": case["id"], "outcome": "died", "message": str(e),
+                                                   "seconds": time.monotonic() - started, "peak_kib": None}
+                        continue
                 res = child.ask(case)
                 if res is None:  # killed (memory, a signal) or hung in C code
                     rc = child.proc.poll()
@@ -227,7 +233,7 @@ def child_main(mode: str) -> None:
         case = json.loads(line)
         _reset_peak()
         base = _vm_kib("VmRSS")
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), time.process_time()
         signal.setitimer(signal.ITIMER_REAL, CASE_TIMEOUT_S)
         try:
             res = run_one(case)
@@ -236,6 +242,7 @@ def child_main(mode: str) -> None:
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
         res["seconds"] = time.perf_counter() - t
+        res["cpu_seconds"] = time.process_time() - cpu  # what a busy machine does not inflate
         res["peak_kib"] = _vm_kib("VmHWM")
         res["growth_kib"] = res["peak_kib"] - base  # what the case itself took
         out.write(json.dumps(res) + "\n")

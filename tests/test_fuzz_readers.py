@@ -40,30 +40,34 @@ def fuzz(tmp_path_factory):
     """Generate every case, run them all once; ``(cases, results, regressions, info)``."""
     root = tmp_path_factory.mktemp("fuzz")
     logs = tmp_path_factory.mktemp("fuzz-logs")
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     cases = all_cases(root / "cases")
     regressions = regression_cases(root / "cases")
     generated = _files(root)
-    t1 = time.perf_counter()
+    t1, cpu1 = time.perf_counter(), time.process_time()
     todo = [c.as_dict() for c in cases] + [c.as_dict() for c, _ in regressions]
     results = run_cases(todo, root / "cache", logs)
-    info = {"root": root, "logs": logs, "generated": generated,
-            "generate_s": t1 - t0, "run_s": time.perf_counter() - t1}
+    info = {"root": root, "logs": logs, "generated": generated, "generate_s": t1 - t0,
+            "generate_cpu_s": cpu1 - cpu0, "run_s": time.perf_counter() - t1}
     return cases, results, regressions, info
 
 
 def _summary(cases, results, info) -> str:
     counts: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
     seconds: collections.Counter = collections.Counter()
+    cpu: collections.Counter = collections.Counter()
     for c in cases:
         counts[c.reader][results[c.id]["outcome"]] += 1
         seconds[c.reader] += results[c.id].get("seconds") or 0.0
-    lines = [f"fuzz: {len(cases)} malformed inputs, generated in {info['generate_s']:.1f} s, read in "
-             f"{info['run_s']:.1f} s (address space: imports + {HEADROOM >> 20} MiB, "
-             f"CXSEG_MAX_INPUT_BYTES={INPUT_BUDGET}, {CASE_TIMEOUT_S:g} s per input)"]
+        cpu[c.reader] += results[c.id].get("cpu_seconds") or 0.0
+    lines = [f"fuzz: {len(cases)} malformed inputs, generated in {info['generate_s']:.1f} s "
+             f"({info['generate_cpu_s']:.1f} s CPU), read in {info['run_s']:.1f} s by 2 children "
+             f"(address space: imports + {HEADROOM >> 20} MiB, CXSEG_MAX_INPUT_BYTES={INPUT_BUDGET}, "
+             f"{CASE_TIMEOUT_S:g} s per input)"]
     for reader, n in counts.items():
         detail = ", ".join(f"{k} {v}" for k, v in sorted(n.items()))
-        lines.append(f"  {reader:<14} {sum(n.values()):>4} inputs in {seconds[reader]:5.1f} s: {detail}")
+        lines.append(f"  {reader:<14} {sum(n.values()):>4} inputs in {seconds[reader]:5.1f} s "
+                     f"({cpu[reader]:5.1f} s CPU): {detail}")
     ran = [r for r in results.values() if r.get("seconds") is not None]
     slow = max(ran, key=lambda r: r["seconds"])
     peak = max(ran, key=lambda r: r.get("growth_kib") or 0)

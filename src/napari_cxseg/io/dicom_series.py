@@ -657,6 +657,12 @@ def _read_enhanced(header: SliceHeader, source: str) -> Image:
         raise CxsegError(
             f"Multi-frame DICOM {path} gives an array of shape {data.shape}, not a volume"
         )
+    top = float(np.finfo(np.float32).max)
+    if data.size and not (np.isfinite(data).all() and float(np.abs(data).max()) <= top):
+        raise CxsegError(
+            f"Rescaling the frames of {path} gives values that are not finite float32 numbers "
+            "(its RescaleSlope/RescaleIntercept or pixel value transformation is damaged)"
+        )
     ii = np.iinfo(np.int16)
     if data.size and np.all(np.mod(data, 1) == 0) and ii.min <= data.min() and data.max() <= ii.max:
         disk = data.astype(np.int16)
