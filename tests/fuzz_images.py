@@ -43,7 +43,7 @@ def sidecar_variants(name: str, data: bytes, good: dict) -> list[tuple[str, byte
         ("sidecar: negative and huge class ids", j({**keyed, "classes": {"-1": "x", "99999999999999999999": "y"}}), None),
         ("sidecar: class name a dict, colour a number", j({**keyed, "classes": {"1": {"name": {"a": 1}, "colour": 7}}}), None),
         ("sidecar: geometry a string", j({**keyed, "geometry": "up"}), None),
-        ("sidecar: geometry with NaN affine", j({**keyed, "geometry": {"affine": [[NAN] * 3] * 3, "disk_ornt": [[0, 1], [1, -1]], "disk_shape": [1, 1]}}).replace(b"NaN", b"NaN"), None),
+        ("sidecar: geometry with NaN affine", j({**keyed, "geometry": {"affine": [[NAN] * 3] * 3, "disk_ornt": [[0, 1], [1, -1]], "disk_shape": [1, 1]}}), None),
         ("sidecar: geometry with junk", j({**keyed, "geometry": {"affine": "x", "spacing": [0, -1], "disk_ornt": [[5, 5], [9, 9]], "disk_shape": "ab", "source": 4}}), None),
         ("sidecar: reference_image a list", j({**keyed, "reference_image": [1, {"a": 2}]}), None),
         ("sidecar: file a list, size a string", j({**good, "file": [name], "size": "big"}), None),
