@@ -112,7 +112,8 @@ def test_attribute_edits_are_saved_with_the_graph(make_napari_viewer, exam, tmp_
     assert (leaf.text(1), leaf.text(3)) == ("anatomicalfinding", "lung opacity")
     from qtpy.QtCore import Qt
 
-    leaf.setCheckState(2, Qt.CheckState.Unchecked)
+    leaf.setCheckState(2, Qt.CheckState.Unchecked)  # edits in place (no rebuild under Qt's signal)
+    assert leaf.text(2) == "no" and root.text(1) == "abnormal"  # pneumonia is still there
     # a new box named in the panel
     shapes.add_rectangles(np.array([[10.0, 10.0], [50.0, 60.0]]))
     shapes.selected_data = {29}
@@ -124,7 +125,9 @@ def test_attribute_edits_are_saved_with_the_graph(make_napari_viewer, exam, tmp_
         _save(shapes, out)
     shapes.selected_data = {29}
     shapes.remove_selected()
-    assert _save(shapes, out) == [str(out)]
+    viewer.layers.selection.active = shapes
+    # napari's own save path picks the scene-graph writer for a Shapes layer and .json
+    assert viewer.layers.save(str(out), selected=True, plugin="napari-cxseg") == [str(out)]
     sg = read_scene_graph(out)
     left = sg.findings("left lung").attributes[0]
     assert "anatomicalfinding|yes|pneumothorax" in [str(a) for a in left]

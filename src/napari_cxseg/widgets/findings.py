@@ -285,10 +285,20 @@ class FindingsWidget(QWidget):
         if not role or role[0] != "attribute":
             return
         _, name, p, a = role
-        attr = scene_graph_of(self._layer).findings(name).attributes[p][a]
+        findings = scene_graph_of(self._layer).findings(name)
+        attr = findings.attributes[p][a]
         attr.present = item.checkState(2) == Qt.CheckState.Checked
         attr.raw = None
-        self._edited()
+        # update in place: Qt is still inside this item's signal, rebuilding would delete it
+        self._syncing = True
+        try:
+            item.setText(2, "yes" if attr.present else "no")
+            region = item.parent().parent()
+            region.setText(1, "abnormal" if findings.abnormal else "normal")
+        finally:
+            self._syncing = False
+        refresh_regions(self._layer)
+        self._apply_filter()
 
     def _target(self) -> tuple[str, int | None, int | None] | None:
         items = self.tree.selectedItems()
