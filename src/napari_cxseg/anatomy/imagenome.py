@@ -20,7 +20,6 @@ import json
 import os
 import zipfile
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 #: The 29 anatomical regions with boxes (rgrg ``ANATOMICAL_REGIONS``), spelt as ``bbox_name``.
@@ -351,26 +350,9 @@ def read_scene_graph(
     SceneGraphError
         Unreadable file, invalid JSON or a content that is not a scene graph (names the file).
     """
-    from .scene_graph_json import parse_text, read_zip, split_zip_path
+    from .scene_graph_json import read_path
 
-    if isinstance(path_or_zip_member, zipfile.Path):
-        zpath = path_or_zip_member
-        archive = str(getattr(zpath.root, "filename", "") or "archive")
-        label = f"{archive}/{zpath.at}"
-        try:
-            text = zpath.read_text(encoding="utf-8")
-        except (OSError, KeyError, UnicodeDecodeError) as e:
-            raise SceneGraphError(f"cannot read scene graph {label}: {e}") from e
-        return parse_text(text, label)
-    path = str(path_or_zip_member)
-    archive, inner = split_zip_path(path)
-    if archive is not None:
-        return read_zip(archive, member or inner)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise SceneGraphError(f"cannot read scene graph {path}: {e}") from e
-    return parse_text(text, path)
+    return read_path(path_or_zip_member, member)
 
 
 def write_scene_graph(sg: SceneGraph, path: str | os.PathLike) -> str:

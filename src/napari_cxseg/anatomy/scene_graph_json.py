@@ -261,3 +261,25 @@ def parse_text(text: str, label: str) -> SceneGraph:
     except json.JSONDecodeError as e:
         raise SceneGraphError(f"{label} is not valid JSON: {e}") from e
     return SceneGraph.from_dict(data, source=label)
+
+
+def read_path(path_or_zip_member: Any, member: str | None = None) -> SceneGraph:
+    """:func:`~.imagenome.read_scene_graph`: a file, a zip member or a path through a zip."""
+    if isinstance(path_or_zip_member, zipfile.Path):
+        zpath = path_or_zip_member
+        archive = str(getattr(zpath.root, "filename", "") or "archive")
+        label = f"{archive}/{zpath.at}"
+        try:
+            text = zpath.read_text(encoding="utf-8")
+        except (OSError, KeyError, UnicodeDecodeError) as e:
+            raise SceneGraphError(f"cannot read scene graph {label}: {e}") from e
+        return parse_text(text, label)
+    path = str(path_or_zip_member)
+    archive, inner = split_zip_path(path)
+    if archive is not None:
+        return read_zip(archive, member or inner)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise SceneGraphError(f"cannot read scene graph {path}: {e}") from e
+    return parse_text(text, path)
