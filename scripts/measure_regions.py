@@ -92,7 +92,7 @@ def main(argv=None) -> int:
     report, ctrs, t0 = BoxReport(), [], time.perf_counter()
     for i, case in enumerate(films):
         image = read(case.image)[0]
-        ref = compute_regions(masks_from_files(case.masks, image.spatial_shape), image.spatial_shape)
+        ref = compute_regions(masks_from_files(case.masks, image), image.spatial_shape)
         pred = None
         if models:
             pred = _run(radiograph_regions(image, models, device=args.device)).regions

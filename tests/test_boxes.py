@@ -153,3 +153,28 @@ def test_regions_command_on_a_folder_with_a_model(tmp_path, capsys):
     assert sg.extra["cxseg"]["models"] == ["cxr-lungs"]
     assert main(["regions", "-i", str(tmp_path / "nothing.png"), "-o", str(tmp_path / "n.json")]) == 1
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_regions_command_on_a_mirrored_dicom_film(tmp_path, capsys):
+    """A DICOM stored mirrored (PatientOrientation R\\F): the reader flips it for display, the masks
+    are drawn on the stored pixels, the scene graph is in the stored (original) pixels, the CTR in mm."""
+    from PIL import Image
+
+    from dicom_factory import write_radiograph
+    from regions_data import synthetic_structures
+
+    s = {k: v[:, ::-1] for k, v in synthetic_structures().items()}  # as stored: mirrored
+    stored = np.where(s["right lung"] | s["left lung"], 800, 3000).astype(np.uint16)
+    film = write_radiograph(tmp_path / "film.dcm", stored, patient_orientation="R\\F", spacing=(0.15, 0.14))
+    lungs = (s["right lung"] * 1 + s["left lung"] * 2).astype(np.uint8)
+    Image.fromarray(lungs).save(tmp_path / "lungs.png")
+    Image.fromarray(s["heart"].astype(np.uint8)).save(tmp_path / "heart.png")
+    out = tmp_path / "film_SceneGraph.json"
+    assert main(["regions", "-i", str(film), "-o", str(out), "--masks", f"lungs={tmp_path / 'lungs.png'}",
+                 f"heart={tmp_path / 'heart.png'}"]) == 0
+    text = capsys.readouterr().out
+    assert "CTR 0.312 (heart 7.0 mm / thorax 22.4 mm)" in text
+    sg = read_scene_graph(out)
+    assert sg.object("right lung").original_box == (200 - 90, 20, 200 - 20, 180)
+    assert sg.object("cardiac silhouette").original_box == (200 - 135, 100, 200 - 85, 160)
+    assert sg.viewpoint == "PA" and sg.extra["cxseg"]["cardiothoracic_ratio"]["heart_width_mm"] == pytest.approx(7.0)

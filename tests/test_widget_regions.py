@@ -53,6 +53,17 @@ def test_regions_from_a_labels_layer_with_ctr_and_comparison(make_napari_viewer,
     assert np.allclose(ctr.data[0], [[129.5, 84.5], [129.5, 134.5]])  # heart line, columns 85-134
     assert "0.312" in w.ctr_label.text()
     assert w.regions_combo.currentText() == boxes.name
+    # the boxes save through the scene-graph writer and come back within a pixel
+    from napari_cxseg._writer import write_scene_graph_layer
+    from napari_cxseg.anatomy.imagenome import read_scene_graph
+
+    data, state, _ = boxes.as_layer_data_tuple()
+    saved = tmp_path / "saved" / "film_SceneGraph.json"
+    saved.parent.mkdir()
+    write_scene_graph_layer(str(saved), data, state)
+    back = read_scene_graph(saved)
+    assert np.allclose(back.object("right lung").original_box, (20, 20, 90, 180), atol=1.0)
+    assert np.allclose(back.object("cardiac silhouette").original_box, (85, 100, 135, 160), atol=1.0)
     # a reference with the right lung box half as wide
     ref = w.result.scene_graph
     import copy
@@ -98,6 +109,9 @@ def test_regions_with_the_lung_model_on_the_sample_radiograph(make_napari_viewer
     left = np.asarray(boxes.data[names.index("left lung")])
     assert right[:, 1].mean() < left[:, 1].mean()  # PA: the patient's right on the image's left
     assert "Left out" in w.status.text() and "cardiac silhouette" in w.status.text()
+    seg = viewer.layers["chest radiograph (DRR) [cxr-lungs]"]  # the segmentation, to correct and recompute from
+    assert seg.data.shape == viewer.layers["chest radiograph (DRR)"].data.shape
+    assert "chest radiograph (DRR) [cxr-lungs]" in [w.source_combo.itemText(i) for i in range(w.source_combo.count())]
 
 
 def test_error_paths_tell_the_user(make_napari_viewer, qtbot):

@@ -95,7 +95,7 @@ def regions_for_file(path: Path, args: argparse.Namespace, masks: dict[str, str]
 
     image = _read_radiograph(path)
     if masks:
-        structures = masks_from_files(masks, image.spatial_shape)
+        structures = masks_from_files(masks, image)
         rs = compute_regions(structures, image.spatial_shape)
         if rs.ctr is not None:
             rs.ctr.column_spacing_mm = pixel_spacing_mm(image)

@@ -20,6 +20,7 @@ the covering structure that lie between lung pixels above and below in the same 
 from __future__ import annotations
 
 from collections.abc import Generator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -109,8 +110,12 @@ def restore_covered(mask: np.ndarray, cover: np.ndarray) -> np.ndarray:
     return m | (c & above & below)
 
 
-def masks_from_files(paths: Mapping[str, Any], shape: tuple[int, int]) -> dict[str, np.ndarray]:
-    """Structures from mask files (manual masks), on a radiograph of ``shape`` (rows, columns).
+def masks_from_files(paths: Mapping[str, Any], image: Image) -> dict[str, np.ndarray]:
+    """Structures from mask files (manual masks) on a radiograph's held grid.
+
+    Masks are read as datasets draw them, on the *stored* pixels of the radiograph
+    (:func:`napari_cxseg.training.targets.read_mask`: lossy JPEG thresholded at half its maximum,
+    resized to the image, then put through the image's display reorientation).
 
     Parameters
     ----------
@@ -119,37 +124,27 @@ def masks_from_files(paths: Mapping[str, Any], shape: tuple[int, int]) -> dict[s
         ``lungs_combined`` (both lungs in one class, split by anatomy), ``heart`` and
         ``clavicles`` (1 right, 2 left) follow the layouts of :mod:`napari_cxseg.training.sources`;
         a structure name (``right lung`` ...) takes the mask's non-zero pixels.
-    shape
-        The radiograph's held shape; masks of another size are resized (nearest neighbour).
+    image
+        The radiograph the masks belong to.
 
     Raises
     ------
     CxsegError
-        When a file cannot be read (names it).
+        When a file cannot be read or does not fit the image (names it), or a kind is unknown.
     """
-    from ..io import read
-    from ..training.targets import split_lungs
+    from ..training.targets import read_mask, split_lungs
 
-    def load(p: Any) -> np.ndarray:
+    out: dict[str, np.ndarray] = {}
+    for kind, p in paths.items():
+        if kind not in ("lung", "lungs_combined", "lungs", "clavicles", "heart") and not structure_of(kind):
+            raise CxsegError(f"mask {p}: unknown structure '{kind}' (known: lungs, lung, heart, clavicles, "
+                             f"{', '.join(STRUCTURE_NAMES)})")
         try:
-            lab = read(p, as_labels=True)[0]
+            a = read_mask(Path(p), image)
         except CxsegError:
             raise
         except Exception as e:  # a reader error becomes a message naming the file
             raise CxsegError(f"cannot read mask {p}: {e}") from None
-        a = np.asarray(lab.array)
-        if str(p).lower().endswith((".jpg", ".jpeg")):
-            top = int(a.max(initial=0))
-            a = (a > top / 2.0).astype(np.uint8) if top else np.zeros_like(a, np.uint8)
-        if a.shape != tuple(shape):
-            from PIL import Image as PILImage
-
-            a = np.asarray(PILImage.fromarray(a.astype(np.uint8)).resize((shape[1], shape[0]), PILImage.NEAREST))
-        return a
-
-    out: dict[str, np.ndarray] = {}
-    for kind, p in paths.items():
-        a = load(p)
         if kind in ("lung", "lungs_combined"):
             a = split_lungs(a > 0)
             kind = "lungs"
@@ -159,10 +154,8 @@ def masks_from_files(paths: Mapping[str, Any], shape: tuple[int, int]) -> dict[s
             out["right clavicle"], out["left clavicle"] = a == 1, a == 2
         elif kind == "heart":
             out["heart"] = a > 0
-        elif structure_of(kind):
-            out[str(structure_of(kind))] = a > 0
         else:
-            raise CxsegError(f"mask {p}: unknown structure '{kind}' (known: {', '.join(STRUCTURE_NAMES)})")
+            out[str(structure_of(kind))] = a > 0
     return {k: v for k, v in out.items() if v.any()}
 
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QFileDialog,
     QFormLayout,
@@ -87,6 +88,8 @@ class RegionsWidget(QWidget):
         self.model_combo = QComboBox()
         self.device_combo = QComboBox()
         self.device_combo.addItems(["auto", "cpu", "cuda", "mps"])
+        self.show_masks = QCheckBox("add the models' segmentations (correct them, then recompute from the layer)")
+        self.show_masks.setChecked(True)
         self.run_btn = QPushButton("Compute regions")
         self.cancel_btn = QPushButton("Cancel")
         self.cancel_btn.setEnabled(False)
@@ -108,6 +111,7 @@ class RegionsWidget(QWidget):
         form.addRow("Structures", self.source_combo)
         form.addRow("Models", self.model_combo)
         form.addRow("Device", self.device_combo)
+        form.addRow(self.show_masks)
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_btn)
         buttons.addWidget(self.cancel_btn)
@@ -164,6 +168,7 @@ class RegionsWidget(QWidget):
 
     def _on_source(self, text: str) -> None:
         self.model_combo.setEnabled(text == FROM_MODELS)
+        self.show_masks.setEnabled(text == FROM_MODELS)
 
     def _choose_reference(self) -> None:  # pragma: no cover - needs a human
         path, _ = QFileDialog.getOpenFileName(self, "Reference boxes", "", "Scene graph or CSV (*.json *.csv *.zip)")
@@ -235,6 +240,12 @@ class RegionsWidget(QWidget):
         name = self._job["image_layer"]
         image = self._job["image"]
         try:
+            if self.show_masks.isChecked() and self._job.get("source") == FROM_MODELS:
+                from ..layers import labels_layer_data
+
+                for lm in result.label_maps:
+                    d, kwl, _ = labels_layer_data(lm, name=self._unique(f"{name} [{lm.meta.get('model')}]"))
+                    self.viewer.add_labels(d, **kwl)
             data, kw, _ = regions_layer_data(result.scene_graph, image, reference=name)
             kw["name"] = self._unique(f"{name} regions")
             boxes = self.viewer.add_shapes(data, **kw)
