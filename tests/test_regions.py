@@ -207,3 +207,37 @@ def test_real_films_sanity_with_the_shipped_models(name):
         assert 0.3 < result.regions.ctr.ratio < 0.75
     else:
         assert "cardiac silhouette" in result.regions.left_out
+
+
+def test_torchxrayvision_classes_give_the_central_regions():
+    """A label map with cxr-anatomy's (TorchXRayVision PSPNet) class names, smallest structure on top."""
+    from napari_cxseg.anatomy.structures import masks_from_label_map
+    from napari_cxseg.geometry import radiograph_geometry
+    from napari_cxseg.images import LabelMap
+    from napari_cxseg.models.cards import find_card
+    from regions_data import rect
+
+    card = find_card("cxr-anatomy")
+    ids = {c.name: k for k, c in card.classes.items()}
+    s = synthetic_structures()
+    shape = (200, 200)
+    layers = [  # painted largest first, as the card's 'smallest' overlap rule does
+        ("Mediastinum", rect(shape, 10, 160, 88, 112) | s["heart"]), ("Right Lung", s["right lung"]),
+        ("Left Lung", s["left lung"]), ("Heart", s["heart"]), ("Spine", rect(shape, 0, 200, 94, 106)),
+        ("Aorta", rect(shape, 60, 100, 100, 115)), ("Weasand", rect(shape, 10, 90, 97, 103)),
+        ("Right Hilus Pulmonis", rect(shape, 70, 100, 70, 90)), ("Left Hilus Pulmonis", rect(shape, 70, 100, 110, 128)),
+        ("Right Clavicle", s["right clavicle"]), ("Left Clavicle", s["left clavicle"]),
+    ]
+    arr = np.zeros(shape, np.uint8)
+    for name, m in layers:
+        arr[m] = ids[name]
+    got = masks_from_label_map(LabelMap(arr, radiograph_geometry(shape), dict(card.classes)))
+    assert np.array_equal(got["right lung"], s["right lung"])  # given back under the hilum and the clavicle
+    rs = compute_regions(got)
+    b = rs.boxes()
+    assert b["trachea"] == Box(97, 10, 103, 90)
+    assert b["spine"] == Box(94, 0, 106, 200)
+    assert b["right hilar structures"] == Box(70, 70, 90, 100) and rs.regions["right hilar structures"].rule == "hilum mask"
+    assert b["aortic arch"] == Box(100, 60, 115, 100)  # the aorta above the heart's top (row 100)
+    assert b["upper mediastinum"].y2 == 100 and b["upper mediastinum"].x1 <= 97 and b["upper mediastinum"].x2 >= 115
+    assert rs.midline == pytest.approx(100.0, abs=1.0)  # the spine's median column (trachea, aorta painted over it)

@@ -12,9 +12,10 @@ Models run through :class:`~napari_cxseg.inference.Predictor`. By default the lu
 (TorchXRayVision's PSPNet) replaces both when its weights are present. When several models give
 the same structure, the first model listed wins.
 
-A label map holds one class per pixel, so where a model's structures overlap (a clavicle over
-the lung apex) the lung loses those pixels. :func:`restore_covered` gives them back: pixels of
-the covering structure that lie between lung pixels above and below in the same column.
+A label map holds one class per pixel, so where a model's structures overlap (a clavicle or a
+hilum over the lung) the lung loses those pixels. :func:`restore_covered` gives them back: pixels
+of the covering structure that lie between lung pixels above and below in the same column. A
+mediastinum mask gets the trachea and aorta pixels back (they lie inside it).
 """
 
 from __future__ import annotations
@@ -72,9 +73,14 @@ def masks_from_label_map(label_map: LabelMap) -> dict[str, np.ndarray]:
         m = arr == cid
         out[s] = out[s] | m if s in out else m
     for side in ("right", "left"):
-        lung, clav = out.get(f"{side} lung"), out.get(f"{side} clavicle")
-        if lung is not None and clav is not None:
-            out[f"{side} lung"] = restore_covered(lung, clav)
+        for cover in (f"{side} clavicle", f"{side} hilum"):
+            lung, c = out.get(f"{side} lung"), out.get(cover)
+            if lung is not None and c is not None:
+                out[f"{side} lung"] = restore_covered(lung, c)
+    if "mediastinum" in out:  # the trachea and the aorta lie in the mediastinum
+        for inside in ("trachea", "aorta"):
+            if inside in out:
+                out["mediastinum"] = out["mediastinum"] | out[inside]
     return {k: v for k, v in out.items() if v.any()}
 
 
