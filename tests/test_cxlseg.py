@@ -143,3 +143,18 @@ def test_predictions_exported_as_a_cxlseg_dataset(tmp_path):
     again = run()
     assert sorted(again.skipped) == ["normal_1427", "normal_1438"] and not again.written
     assert len(read_tables(out)) == 2
+
+
+def test_cxlseg_export_command(tmp_path, capsys):
+    from napari_cxseg.cli import main
+
+    film = tmp_path / "normal_1438.png"
+    shutil.copy(KERMANY / "normal_1438.png", film)
+    out = tmp_path / "ds"
+    assert main(["cxlseg-export", "-i", str(film), "-o", str(out), "--model", "cxr-lungs", "--device", "cpu",
+                 "--mask-size", "0"]) == 0
+    assert "1 written, 0 kept, 0 failed" in capsys.readouterr().out
+    with Image.open(out / "files" / "normal_1438-mask.jpg") as im, Image.open(film) as src:
+        assert im.size == src.size  # --mask-size 0: the film's own size
+    assert main(["cxlseg-export", "-i", str(tmp_path / "none"), "-o", str(out)]) == 1
+    assert "does not exist" in capsys.readouterr().err
