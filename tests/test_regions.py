@@ -65,8 +65,12 @@ def test_rules_on_hand_computed_rectangles():
 def test_regions_left_out_without_their_structures():
     s = synthetic_structures()
     lungs_only = {k: s[k] for k in ("right lung", "left lung")}
+    lungs_only["right lung"] = lungs_only["right lung"].copy()
+    lungs_only["right lung"][20:60, 90:96] = True  # the upper lung reaching further medially
     rs = compute_regions(lungs_only)
     assert "right hemidiaphragm" in rs.regions  # the right side needs no heart
+    # the medial columns end at the upper lung's mediastinal border, not at the diaphragm
+    assert rs.regions["right hemidiaphragm"].box.as_tuple() == (20, 179, 90, 180 + 160 / 50)
     assert rs.left_out["left hemidiaphragm"] == "needs heart"
     assert rs.left_out["cardiac silhouette"] == "needs heart"
     assert rs.left_out["right apical zone"] == "needs right clavicle"

@@ -21,8 +21,9 @@ or whose rule finds no pixel, is LEFT OUT and the reason is kept in ``RegionSet.
   ``W/4`` whose lower and lateral edges pass through that tip and the lung's lateral border.
 * ``* hemidiaphragm`` [that lung; the heart for the left side]: the diaphragm line is the lowest
   pixel of (lung + heart) in each column on that side of the midline (medially the heart rests
-  on the diaphragm); the box spans that line, from the dome's top down to its lowest point plus
-  ``H/50``. A ``diaphragm`` mask (TorchXRayVision), split at the midline, is used when given.
+  on the diaphragm), in the columns where that pixel lies in the lower third of the lung's
+  height (elsewhere it is the mediastinal border of the upper lung); the box spans that line,
+  from the dome's top down to its lowest point plus ``H/50``. A ``diaphragm`` mask (TorchXRayVision), split at the midline, is used when given.
   Without a heart the left lung's lower-medial border is the heart, so the left side is left out.
 * ``* hilar structures`` [that lung, or a hilum mask]: the hilum mask's box; otherwise the
   medial third of the lung's width (from the lung's most medial pixel in the band) over the
@@ -204,6 +205,10 @@ def diaphragm_line(lung: np.ndarray, heart: np.ndarray | None, midline: float | 
     if has.size == 0:
         return None
     bottom = m.shape[0] - 1 - np.argmax(m[::-1, has], axis=0)
+    low = bottom >= b.y1 + 2.0 * b.height / 3.0  # the diaphragm is under the lower zone; higher
+    has, bottom = has[low], bottom[low]  # bottoms are the mediastinal border of the upper lung
+    if has.size == 0:
+        return None
     pad = b.height / 50.0
     return Box(float(has[0]), float(bottom.min()), float(has[-1] + 1), float(bottom.max() + 1 + pad)).clip(*m.shape)
 
