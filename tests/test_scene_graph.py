@@ -275,3 +275,14 @@ def test_new_graph_from_plain_boxes(tmp_path):
     assert sg.image_id == "new1"
     # edges at index - 0.5, written as whole pixels (the dataset convention): within half a pixel
     assert sg.object("right lung").original_box == pytest.approx((20.5, 10.5, 60.5, 90.5), abs=0.5)
+
+
+def test_writer_applies_the_layers_own_transform(tmp_path):
+    """Boxes of a Shapes layer someone scaled/translated are saved where they are shown."""
+    rect = np.array([[10.0, 20.0], [10.0, 60.0], [90.0, 60.0], [90.0, 20.0]])
+    meta = {"features": {"bbox_name": ["spine"]}, "metadata": {}, "scale": (2.0, 2.0),
+            "translate": (5.0, 0.0)}  # fmt: skip
+    out = tmp_path / "t1_SceneGraph.json"
+    write_scene_graph_layer(str(out), [rect], meta)
+    box = read_scene_graph(out).object("spine").original_box
+    assert box == pytest.approx((40.5, 25.5, 120.5, 185.5), abs=0.5)

@@ -171,15 +171,30 @@ def scene_graph_from_layer(data: Any, meta: dict[str, Any], path: str | None = N
     if sg.image_size is None and placement.original_shape is not None:
         sg.image_size = (int(round(placement.original_shape[0])), int(round(placement.original_shape[1])))
     space = space_224_for(sg)
+    to_world = _layer_to_world(meta)
     objects: list[SceneObject] = []
     for name, vertices in zip(names, data, strict=True):
-        box = placement.to_original(vertices)
+        box = placement.to_original(to_world(vertices))
         obj = sg.object(name) or SceneObject(bbox_name=name, object_id=f"{sg.image_id}_{name}")
         if not np.allclose(box, obj.original_box, atol=1e-4) or not obj.source_values:
             obj.set_boxes(box, None if space is None else space.to_224(box))
         objects.append(obj)
     sg.objects = objects
     return sg
+
+
+def _layer_to_world(meta: dict[str, Any]):
+    """The layer's own data -> world transform (identity for layers this package made)."""
+    from ..geometry import Geometry
+
+    affine = meta.get("affine")
+    if affine is not None and hasattr(affine, "affine_matrix"):
+        affine = affine.affine_matrix
+    m = Geometry.from_layer_transform(2, meta.get("scale"), meta.get("translate"),
+                                      meta.get("rotate"), affine, frame="image").affine  # fmt: skip
+    if np.allclose(m, np.eye(3)):
+        return lambda v: np.asarray(v, float)[:, -2:]
+    return lambda v: (m @ np.column_stack([np.asarray(v, float)[:, -2:], np.ones(len(v))]).T).T[:, :2]
 
 
 def _names(features: Any, n: int, label: str) -> list[str]:
