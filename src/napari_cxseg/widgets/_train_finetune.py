@@ -123,7 +123,7 @@ class FineTuneMixin:
         ref = str(card.path or card.bundle_dir or model)
         args = ["--data", str(tset.root), "--out", str(vdir), "--name", name, "--from", ref,
                 "--epochs", str(epochs), "--lr", f"{self.ft_lr.value():g}",
-                "--batch", str(max(1, min(4, len(train)))), "--val-split", str(HELD_OUT),
+                "--batch", str(max(1, min(2, len(train)))), "--val-split", str(HELD_OUT),
                 "--val-every", str(epochs), "--device", self.host.device_combo.currentText()]
         self.status.setText(f"Fine-tuning {model} on {len(train)} case(s), {len(val)} held out"
                             + (" (a very small set: one case held out)" if len(val) == 1 else "") + "...")

@@ -191,7 +191,8 @@ class NextCaseTab(QWidget):
         self.progress.setRange(0, 1)
         self.progress.setValue(1)
         n = self.refresh_table()
-        text = f"{n} of {len(self._items)} images ranked by {self.model_combo.currentText()}."
+        text = (f"{n} of {len(self._items)} images left to correct (the others are opened or in the training "
+                f"set), ranked by {self.model_combo.currentText()}.")
         if self._errors:
             text += f" {len(self._errors)} could not be scored: {self._errors[0]}"
         self.status.setText(text)

@@ -210,6 +210,14 @@ class TrainingSetTab(FineTuneMixin, QWidget):
             return False
         md = lab.metadata.get(META_KEY) or {}
         model = md.get("model")
+        if not image.modality and model:  # a NIfTI says no modality: the model that read it does
+            try:
+                from ..models.cards import find_card
+
+                mods = [m for m in find_card(model).modality if m]
+                image.modality = mods[0] if len(mods) == 1 else ""
+            except Exception:
+                pass
         output = stored_output(lab) if model else None
         unchanged = model is not None and not is_edited(lab)
         self.add_btn.setEnabled(False)
