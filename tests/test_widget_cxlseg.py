@@ -79,6 +79,7 @@ def test_browse_open_step_save_and_dice(make_napari_viewer, qtbot, tmp_path):
     assert all(0.0 <= res[k] <= 1.0 for k in ("lungs", "right", "left"))
     assert "Dice lungs" in w.status.text()
     assert PRED_LAYER in viewer.layers
+    qtbot.waitUntil(lambda: w.dice_btn.isEnabled() and w.save_btn.isEnabled(), timeout=10_000)
 
 
 def test_open_errors_are_notified(make_napari_viewer, qtbot, tmp_path):

@@ -88,6 +88,7 @@ def test_regions_from_a_labels_layer_with_ctr_and_comparison(make_napari_viewer,
         w.compare()
     rows = {r["bbox_name"]: r for r in sig.args[0].rows}
     assert rows["left lung"]["iou"] == pytest.approx(35 / 105)
+    qtbot.waitUntil(w.compare_btn.isEnabled, timeout=10_000)
 
 
 def test_regions_with_the_lung_model_on_the_sample_radiograph(make_napari_viewer, qtbot):

@@ -26,6 +26,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ._alive import enable_if_alive
 from ._cxlseg_model import CXLSegTableModel
 from ._jobs import start_worker
 
@@ -155,7 +156,7 @@ class CXLSegBrowser(QWidget):
         self.open_btn.setEnabled(False)
         start_worker(browse_table, folder, on_done=lambda t: self._on_table(folder, t),
                      on_error=lambda e: self._fail(f"Opening the CXLSeg dataset {folder} failed: {e}"),
-                     on_finished=lambda: self.open_btn.setEnabled(True))
+                     on_finished=lambda: enable_if_alive(self.open_btn))
 
     def _on_table(self, folder: str, table: Any) -> None:
         from ..cxlseg import SPLITS, finding_columns
@@ -257,7 +258,7 @@ class CXLSegBrowser(QWidget):
         self.status.setText(f"Predicting {case.dicom_id} with {model}...")
         start_worker(_dice_job, case.image, np.asarray(case.mask.array), model, "auto",
                      on_done=self._on_dice, on_error=lambda e: self._fail(f"Model {model} on {case.dicom_id} failed: {e}"),
-                     on_finished=lambda: self.dice_btn.setEnabled(True))
+                     on_finished=lambda: enable_if_alive(self.dice_btn))
 
     def _on_dice(self, res: dict[str, Any]) -> None:
         from ..layers import labels_layer_data
@@ -285,7 +286,7 @@ class CXLSegBrowser(QWidget):
         start_worker(save_corrected_mask, self.root, rel, labels, case.image, case.dicom_id,
                      on_done=lambda r: self._on_saved(r, labels),
                      on_error=lambda e: self._fail(f"Saving the mask of {case.dicom_id} to {case.mask_path} failed: {e}"),
-                     on_finished=lambda: self.save_btn.setEnabled(True))
+                     on_finished=lambda: enable_if_alive(self.save_btn))
 
     def _on_saved(self, result: dict[str, Any], labels: np.ndarray) -> None:
         self._loaded_mask = labels

@@ -29,6 +29,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ._alive import enable_if_alive
 from ._jobs import start_worker
 from ._layers import fill_combo, image_from_layer, label_map_from_layer
 
@@ -283,10 +284,13 @@ class RegionsWidget(QWidget):
 
     def _on_finished(self) -> None:
         self._worker = None
-        self.run_btn.setEnabled(True)
-        self.cancel_btn.setEnabled(False)
-        self.progress.setRange(0, 1)
-        self.progress.setValue(0)
+        try:
+            self.run_btn.setEnabled(True)
+            self.cancel_btn.setEnabled(False)
+            self.progress.setRange(0, 1)
+            self.progress.setValue(0)
+        except RuntimeError:  # the dock was closed while the job ran
+            pass
 
     # ------------------------------------------------------------------ compare
     def compare(self) -> None:
@@ -304,7 +308,7 @@ class RegionsWidget(QWidget):
         self.status.setText(f"Comparing '{name}' with {ref}...")
         start_worker(_compare_job, [list(map(list, d)) for d in layer.data], state, ref,
                      on_done=self._on_report, on_error=lambda e: self._fail(f"Comparing '{name}' with {ref} failed: {e}"),
-                     on_finished=lambda: self.compare_btn.setEnabled(True))
+                     on_finished=lambda: enable_if_alive(self.compare_btn))
 
     def _on_report(self, report: Any) -> None:
         self.report = report
