@@ -32,12 +32,21 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "src" / "napari_cxseg"
-SIZE = (256, 256)
 TERMS = ("Weights: research use only; non-commercial where the training data require it (Shenzhen masks: "
          "CC BY-NC-SA 4.0, Stirenko et al. 2018; Shenzhen images: NLM public research data, cite Jaeger et al. "
          "2014; JSRT / SCR: research and education with citation, Shiraishi et al. 2000, van Ginneken et al. 2006). "
          "napari-cxseg code: Apache-2.0.")
+JSRT_TERMS = ("Weights: research use only (JSRT / SCR: research and education with citation, Shiraishi et al. 2000, "
+              "van Ginneken et al. 2006). napari-cxseg code: Apache-2.0.")
 INTENDED = "Research use only. Not for clinical use."
+
+
+def counts_of(keys: list[str]) -> dict[str, int]:
+    """Films per source in ``source/case`` keys."""
+    out: dict[str, int] = {}
+    for k in keys:
+        out[k.split("/")[0]] = out.get(k.split("/")[0], 0) + 1
+    return out
 
 NETWORKS = {
     "UNet": lambda out: {"name": "UNet", "args": {"spatial_dims": 2, "in_channels": 1, "out_channels": out,
@@ -63,7 +72,7 @@ TASKS = {
 WEIGHT_FILES = {"cxr-lungs": "cxr_lungs.pt", "cxr-anatomy-demo": "cxr_anatomy_demo.pt"}
 
 
-def card_dict(model: str, network: str) -> dict[str, Any]:
+def card_dict(model: str, network: str, size: int = 256) -> dict[str, Any]:
     """The card of a model before training (figures are added by ``install``)."""
     sigmoid = model == "cxr-anatomy-demo"
     classes = CLASSES[model]
@@ -73,11 +82,11 @@ def card_dict(model: str, network: str) -> dict[str, Any]:
         "task": TASKS[model],
         "modality": ["CR", "DX", "XR"],
         "spatial_dims": 2,
-        "input": {"channels": ["radiograph"], "orientation": None, "spacing": None, "size": list(SIZE), "fit": "pad",
+        "input": {"channels": ["radiograph"], "orientation": None, "spacing": None, "size": [size, size], "fit": "pad",
                   "intensity": {"type": "percentiles", "lower": 0.5, "upper": 99.5, "b_min": 0.0, "b_max": 1.0,
                                 "clip": True}},
         "network": NETWORKS[network](out),
-        "inference": {"roi_size": list(SIZE), "overlap": 0.0, "sw_batch_size": 1, "mode": "constant"},
+        "inference": {"roi_size": [size, size], "overlap": 0.0, "sw_batch_size": 1, "mode": "constant"},
         "output": ({"activation": "sigmoid", "threshold": 0.5, "largest_component": True, "overlap": "smallest"}
                    if sigmoid else {"activation": "softmax", "threshold": 0.5, "largest_component": True}),
         "classes": classes,
@@ -104,7 +113,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from napari_cxseg.training import TrainConfig, Trainer
     from napari_cxseg.training.bundle_export import bundle_readme, export_bundle
 
-    card = card_from_dict(card_dict(args.model, args.network))
+    card = card_from_dict(card_dict(args.model, args.network, args.size))
     train, val = cases_for(args.model, Path(args.data))
     print(f"[train] {card.name}: {len(train)} training / {len(val)} validation films", flush=True)
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch, lr=args.lr, val_every=args.val_every,
@@ -128,7 +137,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     metrics = {"val_mean_dice": round(res.best_dice, 4)}
     export_bundle(card, res.weights, args.out, metrics=metrics,
                   readme=bundle_readme(card, train, val, res, cfg), data_source=str(args.data))
-    summary = {"card": card.name, "network": args.network, "best_dice": res.best_dice, "best_epoch": res.best_epoch,
+    summary = {"card": card.name, "network": args.network, "size": args.size, "best_dice": res.best_dice, "best_epoch": res.best_epoch,
                "per_class": res.per_class, "per_source": res.per_source, "stopped": res.stopped,
                "minutes": minutes, "train": [c.key for c in train], "val": [c.key for c in val],
                "config": cfg.to_dict(), "history": res.history}
@@ -147,13 +156,18 @@ def lung_sides_ok(labels: np.ndarray) -> bool:
 
 
 def sane(labels: np.ndarray) -> dict[str, bool]:
-    """Lungs present, one component each, sides right, inside the film away from its lower edge."""
+    """Lungs present, one (8-connected) part each, sides right, apices below the film's top edge and
+    the lungs centred in the film's height (films are often cropped at the bases, so the bases may
+    touch the lower edge)."""
     from scipy import ndimage
 
     ok = {"present": bool((labels == 1).any() and (labels == 2).any()), "sides": lung_sides_ok(labels)}
-    ok["two_components"] = all(ndimage.label(labels == k)[1] == 1 for k in (1, 2)) if ok["present"] else False
+    eight = np.ones((3, 3), bool)
+    ok["two_components"] = (all(ndimage.label(labels == k, structure=eight)[1] == 1 for k in (1, 2))
+                            if ok["present"] else False)
     rows = np.nonzero((labels == 1) | (labels == 2))[0]
-    ok["inside_thorax"] = bool(rows.size and rows.max() < 0.97 * labels.shape[0] and rows.min() > 0)
+    h = labels.shape[0]
+    ok["inside_thorax"] = bool(rows.size and rows.min() > 0 and 0.2 * h < rows.mean() < 0.8 * h)
     return ok
 
 
@@ -263,7 +277,7 @@ def cmd_install(args: argparse.Namespace) -> None:
     run = Path(args.run)
     result = json.loads((run / "result.json").read_text())
     model = "cxr-anatomy-demo" if "anatomy" in result["card"] else "cxr-lungs"
-    d = card_dict(model, result["network"])
+    d = card_dict(model, result["network"], int(result.get("size", 256)))
     wfile = PKG / "weights" / WEIGHT_FILES[model]
     sd = load_state_dict(run / "train" / "best.pt")
     torch.save({k: v.half() if v.is_floating_point() else v for k, v in sd.items()}, wfile)
@@ -271,6 +285,7 @@ def cmd_install(args: argparse.Namespace) -> None:
     card = card_from_dict(d)
     _, val = cases_for(model, Path(args.data))
     m = measure(card, val, Path(args.png) if args.png else None)
+    multi_label = card.output.activation == "sigmoid"
     print(json.dumps(m, indent=1))
     metrics: dict[str, Any] = {}
     for src, vals in m["per_source"].items():
@@ -278,10 +293,12 @@ def cmd_install(args: argparse.Namespace) -> None:
             metrics[f"dice_{k.replace(' ', '_')}_{src}_val"] = round(v, 4)
     metrics["side_swaps_val"] = len(m["side_swaps"])
     metrics["variant_failures_val"] = len(m["variant_failures"])
+    overlap_note = (" Dice of the displayed label map: where structures overlap (clavicles over the lung fields) "
+                    "the smaller one is shown, in the prediction and in the reference alike." if multi_label else "")
     metrics["evaluated_on"] = (
         "Validation films of patients never used for training (patient-level split of each source, seed 0, 20 %): "
-        + ", ".join(f"{n} {s}" for s, n in m["n"].items())
-        + ". Predictor on each film's own grid (JSRT 1024 px, Shenzhen 512 px). Variants (rotated 12 deg, "
+        + ", ".join(f"{n} {src}" for src, n in m["n"].items())
+        + f".{overlap_note} Predictor on each film's own grid (JSRT 1024 px, Shenzhen 512 px). Variants (rotated 12 deg, "
         "256 px, low-contrast with markers) of every 8th film checked for lungs present, one component each, "
         "sides, inside the film. Never measured: MIMIC-CXR / CXLSeg, AP portable films of ill patients."
     )
@@ -290,14 +307,16 @@ def cmd_install(args: argparse.Namespace) -> None:
         for src, vals in other["per_source"].items():
             for k, v in vals.items():
                 metrics[f"{other['network'].lower()}_dice_{k.replace(' ', '_')}_{src}_val"] = round(v, 4)
-    counts = {}
-    for k in result["train"]:
-        counts[k.split("/")[0]] = counts.get(k.split("/")[0], 0) + 1
+    if set(counts_of(result["train"])) == {"jsrt_scr"}:
+        d["license"] = JSRT_TERMS
+    counts = counts_of(result["train"])
+    shenzhen = ("Shenzhen films with both lungs in one mask (Stirenko 2018) split into right and left by anatomy. "
+                if "shenzhen" in counts else "")
     d["training_data"] = (
         f"Real frontal radiographs with manual masks: {len(result['train'])} training films "
         f"({', '.join(f'{s} {n}' for s, n in sorted(counts.items()))}); "
-        "JSRT films with SCR lungs / heart / clavicles (van Ginneken 2006), Shenzhen films with both lungs in one "
-        "mask (Stirenko 2018) split into right and left by anatomy. Radiographic lung fields (the SCR / CXLSeg "
+        f"JSRT films with SCR lungs / heart / clavicles (van Ginneken 2006). {shenzhen}"
+        " Radiographic lung fields (the SCR / CXLSeg "
         "convention, not the whole anatomical lung). Case lists: docs/README.md of the training bundle and "
         "the card notes."
     )
@@ -309,7 +328,8 @@ def cmd_install(args: argparse.Namespace) -> None:
         f"threads; stopped: {result['stopped']}). Validation films: {', '.join(result['val'])}. "
         "Classes are the patient's sides: on a PA view the right lung is on the image's left."
     )
-    header = (f"{TASKS[model]}.\nTrained by scripts/train_cxr_models.py on real films (JSRT/SCR and Shenzhen);\n"
+    header = (f"{TASKS[model]}.\nTrained by scripts/train_cxr_models.py on real films "
+              f"({' and '.join(sorted(counts))});\n"
               "figures measured on validation patients never used for training. Not for clinical use.")
     text = "".join(f"# {line}\n" for line in header.splitlines())
     text += yaml.safe_dump(d, sort_keys=False, width=100, allow_unicode=True)
@@ -328,6 +348,7 @@ def main() -> None:
     t.add_argument("--data", required=True)
     t.add_argument("--out", required=True)
     t.add_argument("--epochs", type=int, default=60)
+    t.add_argument("--size", type=int, default=256, help="model input side in pixels")
     t.add_argument("--batch", type=int, default=8)
     t.add_argument("--lr", type=float, default=2e-3)
     t.add_argument("--val-every", type=int, default=3)
