@@ -282,3 +282,12 @@ def test_torchrun_two_cpu_processes_follow_the_single_process_loss(tmp_path, mon
     assert all(abs(x - y) / x < 0.35 for x, y in zip(a, b, strict=True))
     assert np.corrcoef(a, b)[0, 1] > 0.9
     assert (tmp_path / "two" / "models" / "model.pt").is_file()  # rank 0 exported the bundle
+
+
+def test_fewer_cases_than_a_batch_still_train(tmp_path):
+    """5 films and the default batch of 8: one step per epoch (no epoch without steps)."""
+    write_structure_set(tmp_path / "data", n=5)
+    cases = find_cases(tmp_path / "data")
+    res = Trainer(card_from_dict(tiny_card_2d()), cases, [], tmp_path / "r",
+                  TrainConfig(epochs=2, batch_size=8, threads=1), progress=False).fit()
+    assert all(np.isfinite(r["loss"]) for r in res.history)

@@ -296,8 +296,7 @@ class Trainer:
                 gen = torch.Generator()
                 gen.manual_seed(seed + 104729 * dist.rank)
                 loader = DataLoader(ds, batch_size=cfg.batch_size, shuffle=True, num_workers=cfg.num_workers,
-                                    generator=gen,
-                                    drop_last=len(ds) * max(1, cfg.patches_per_volume) > cfg.batch_size)
+                                    generator=gen, drop_last=len(ds) > cfg.batch_size)
                 model.train()
                 t0 = time.time()
                 losses = []
@@ -315,6 +314,9 @@ class Trainer:
                     scaler.step(opt)
                     scaler.update()
                     losses.append(float(loss.detach()))
+                if not losses:
+                    raise CxsegError(f"training of {self.card.name}: an epoch of {len(ds)} cases gave no step "
+                                     f"(batch {cfg.batch_size})")
                 sched.step()
                 mean_loss = dd.mean_over_ranks(float(np.mean(losses)) if losses else float("nan"), dist)
                 rec: dict[str, Any] = {"epoch": epoch, "loss": mean_loss, "lr": float(opt.param_groups[0]["lr"])}
