@@ -6,7 +6,8 @@ TotalSegmentator labels. Writes
 * ``chest_ct.nii.gz``: the CT cropped to the body and resampled to 2 x 2 x 5 mm, int16 HU;
 * ``chest_ct_labels.nii.gz`` + ``chest_ct_labels.labels.json``: 13 classes on the same grid;
 * ``chest_xray.png``: a PA radiograph (DRR) of the same CT, 8-bit;
-* ``chest_xray_lungs.png`` + ``chest_xray_lungs.labels.json``: 1 right lung, 2 left lung.
+* ``chest_xray_lungs.png`` + ``chest_xray_lungs.png.labels.json``: 1 right lung, 2 left lung, as
+  radiographic lung fields (:mod:`napari_cxseg.drr_fields`).
 
 Usage::
 
@@ -24,7 +25,8 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from napari_cxseg import public_data
-from napari_cxseg.drr import TOTALSEG_LUNGS, Projection, Rendering, render_drr
+from napari_cxseg.drr import Projection, Rendering, compose, project_ct
+from napari_cxseg.drr_fields import FIELD_GROUPS, lung_fields
 from napari_cxseg.geometry import Geometry
 from napari_cxseg.hu_lungs import body_mask
 from napari_cxseg.images import LabelClass, LabelMap
@@ -111,14 +113,16 @@ def make_ct(out: Path) -> None:
 
 
 def make_xray(out: Path) -> None:
-    """A PA DRR of the full-resolution CT and its projected lungs."""
+    """A PA DRR of the full-resolution CT and its radiographic lung fields."""
     from PIL import Image as PILImage
 
     ct = nifti_image(public_data.ct_nifti())
     m = nifti_image(public_data.ct_mask_nifti())
     labels = LabelMap(m.array.astype(np.uint8), m.geometry, {})
     proj = Projection(source_distance=1800.0, object_distance=1600.0, pixel_spacing=XRAY_PIXEL_MM, step_mm=1.0)
-    img, lungs = render_drr(ct, labels, TOTALSEG_LUNGS, projection=proj, rendering=Rendering())
+    stack = project_ct(ct, labels, FIELD_GROUPS, projection=proj)
+    img, _ = compose(stack, Rendering())
+    lungs = lung_fields(stack)  # radiographic lung fields, as SCR and CXLSeg draw them
     png = (np.clip(img.array, 0, 1) * 255.0 + 0.5).astype(np.uint8)
     dpi = 25.4 / XRAY_PIXEL_MM
     PILImage.fromarray(png).save(out / "chest_xray.png", dpi=(dpi, dpi), optimize=True)

@@ -153,3 +153,30 @@ def test_hu_lungs_match_reference_lungs(sample_ct):
         a = hu.array == k
         b = labels.array == ids[name]
         assert 2 * (a & b).sum() / (a.sum() + b.sum()) > 0.9
+
+
+def test_radiographic_lung_fields_leave_out_what_the_heart_and_domes_hide():
+    """A lung pixel whose ray also crosses the heart/mediastinum or a subdiaphragmatic organ is
+    not lung field (SCR convention); the lung seen on its own is, with its side kept."""
+    from napari_cxseg.drr import DRRStack
+    from napari_cxseg.drr_fields import FIELD_GROUPS, lung_fields
+
+    paths = np.zeros((4, 6, 8), np.float32)
+    paths[0, :, :3] = 40.0  # right lung (image left)
+    paths[1, :, 5:] = 40.0  # left lung
+    paths[2, 2:4, 2:6] = 30.0  # heart over the medial lungs
+    paths[3, 5, :] = 20.0  # liver/stomach behind the lowest row
+    paths[1, 0, 7] = 1.0  # below the threshold
+    stack = DRRStack(np.zeros((6, 8)), np.zeros((6, 8)), paths, list(FIELD_GROUPS), {},
+                     Geometry(affine=np.eye(3), frame="image"), {})
+    lab = lung_fields(stack)
+    want = np.zeros((6, 8), np.uint8)
+    want[:5, :3] = 1
+    want[:5, 5:] = 2
+    want[2:4, 2] = 0
+    want[2:4, 5] = 0
+    want[0, 7] = 0
+    np.testing.assert_array_equal(lab.array, want)
+    assert {c.name for c in lab.classes.values()} == {"right lung", "left lung"}
+    with pytest.raises(ValueError, match="FIELD_GROUPS"):
+        lung_fields(DRRStack(stack.base, stack.bone, paths[:2], [1, 2], {}, stack.geometry, {}))

@@ -44,8 +44,10 @@ except BaseException as e:  # MemoryError, ValueError ...: the failure these tes
     result = {"other": f"{type(e).__name__}: {e}"}
 result["seconds"] = time.perf_counter() - t
 result["cpu_seconds"] = time.process_time() - cpu  # not slowed by other jobs on the machine
-import resource
-result["maxrss_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+# VmHWM, not ru_maxrss: ru_maxrss survives execve, so a child of a big pytest process reports
+# the parent's peak; VmHWM belongs to the new address space alone.
+with open("/proc/self/status") as f:
+    result["maxrss_kib"] = next(int(ln.split()[1]) for ln in f if ln.startswith("VmHWM:"))
 print(json.dumps(result))
 """
 

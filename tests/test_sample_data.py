@@ -17,7 +17,7 @@ CT_CLASSES = {
 
 def test_files_exist_and_are_small():
     files = [SAMPLE_DIR / f for pair in SAMPLES.values() for f in pair]
-    files += [SAMPLE_DIR / "chest_ct_labels.labels.json", SAMPLE_DIR / "chest_xray_lungs.labels.json"]
+    files += [SAMPLE_DIR / "chest_ct_labels.labels.json", SAMPLE_DIR / "chest_xray_lungs.png.labels.json"]
     for f in files:
         assert f.is_file(), f
     total = sum(f.stat().st_size for f in SAMPLE_DIR.iterdir() if f.is_file())
