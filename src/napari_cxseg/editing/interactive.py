@@ -34,7 +34,7 @@ and ``"vista3d"``, a user's VISTA3D bundle's point prompts (:mod:`napari_cxseg.m
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -951,6 +951,31 @@ def simulate_clicks(
     list of (float, float)
         ``(Dice, seconds)`` after each click.
     """
+    ref = np.asarray(reference, bool)
+    out: list[tuple[float, float]] = []
+    for click in iter_simulated_clicks(image, ref, spacing, n_clicks, backend, **options):
+        mask = click["mask"]
+        inter = np.logical_and(mask, ref).sum()
+        out.append((float(2.0 * inter / (mask.sum() + ref.sum())), click["seconds"]))
+    return out
+
+
+def iter_simulated_clicks(
+    image: np.ndarray,
+    reference: np.ndarray,
+    spacing: float | Sequence[float] | None = None,
+    n_clicks: int = 3,
+    backend: str = "classical",
+    **options: Any,
+) -> Iterator[dict[str, Any]]:
+    """The clicks of :func:`simulate_clicks` one by one, with what each gave.
+
+    Yields
+    ------
+    dict
+        ``point`` (index coordinates), ``positive``, ``mask`` (the session's mask after the
+        click, a copy) and ``seconds`` (time of that click).
+    """
     import time
 
     ref = np.asarray(reference, bool)
@@ -963,14 +988,12 @@ def simulate_clicks(
         return np.array(np.unravel_index(int(np.argmax(d)), region.shape), float)
 
     session = PromptSession(np.asarray(image), spacing=sp, backend=backend, options=dict(options))
-    out: list[tuple[float, float]] = []
     point, positive = deepest(ref), True
     for _ in range(int(n_clicks)):
         t0 = time.perf_counter()
         mask = session.add_point(point, positive=positive)
         seconds = time.perf_counter() - t0
-        inter = np.logical_and(mask, ref).sum()
-        out.append((float(2.0 * inter / (mask.sum() + ref.sum())), seconds))
+        yield {"point": point.copy(), "positive": positive, "mask": np.array(mask, bool), "seconds": seconds}
         miss, leak = ref & ~mask, mask & ~ref
         positive = bool(miss.sum() >= leak.sum())
         err = miss if positive else leak
@@ -978,4 +1001,3 @@ def simulate_clicks(
             break
         lab, n = ndi.label(err)
         point = deepest(lab == 1 + int(np.argmax(ndi.sum(err, lab, range(1, n + 1)))))
-    return out

@@ -1,7 +1,7 @@
 """In-memory training data: CT volumes, their resampling, DRR pools and augmented samples.
 
 Everything here produces ``(image, label)`` numpy pairs (channel-first float32 image, integer
-label) that :func:`napari_cxseg.training.trainer.train_segmentation` consumes:
+label) for the Trainer and the tools that render training films from CTs:
 
 * 2D: radiographs rendered from labelled CTs (:mod:`napari_cxseg.drr`), each pose projected
   once into a :class:`~napari_cxseg.drr.DRRStack` and recombined with random 2D augmentation;
