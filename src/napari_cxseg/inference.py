@@ -80,6 +80,7 @@ class Predictor:
         self.device = pick_device(device)
         self.trust = bool(trust)
         self._network = network
+        self._own_network = network is None  # a caller's network (training) keeps its layout
         self._bundle = None
         self.largest_component = largest_component
         if self.card.is_bundle and network is None:
@@ -166,8 +167,10 @@ class Predictor:
                 data["image"][None], win.roi_size, win.overlap, win.sw_batch_size, win.mode, cancel=cancel
             )
             with torch.inference_mode():
-                probs = self._invert(self._activate(logits[0]), data, compose)
-                labels = self._to_labels(probs)
+                probs = self._activate(logits[0])
+                labels = self._fast_labels(probs, data["image"])
+                if labels is None:
+                    labels = self._to_labels(self._invert(probs, data, compose))
         if image.geometry.ndim == 3:
             labels = labels.transpose(2, 1, 0)  # (x, y, z) -> held (z, y, x)
         labels = np.ascontiguousarray(labels)
@@ -276,10 +279,11 @@ class Predictor:
         from monai.data.utils import compute_importance_map, dense_patch_slices
         from monai.utils import fall_back_tuple
 
-        net = self.network
         dev = self.device
         x = torch.as_tensor(x).float()
         nd = x.ndim - 2
+        net = self.network
+        layout = _channels_last(net, nd) if self._own_network else None
         size0 = tuple(int(s) for s in x.shape[2:])
         roi = tuple(int(r) for r in fall_back_tuple(roi_size, size0))
         size = tuple(max(size0[i], roi[i]) for i in range(nd))
@@ -309,6 +313,8 @@ class Predictor:
             group = slices[b * sw_batch_size:(b + 1) * sw_batch_size]
             with torch.inference_mode():
                 win = torch.cat([x[(slice(None), slice(None), *s)] for s in group]).to(dev)
+                if layout is not None:
+                    win = win.contiguous(memory_format=layout)
                 ctx = torch.autocast("cuda", dtype=torch.float16) if cuda else nullcontext()
                 with ctx:
                     pred = net(win)
@@ -365,6 +371,28 @@ class Predictor:
         )
         return d["pred"]
 
+    def _fast_labels(self, probs: Any, image: Any) -> np.ndarray | None:
+        """Softmax labels on the source grid without resampling every channel (None: not applicable).
+
+        For a volume whose model space is an axis-aligned orientation/spacing of its grid,
+        :func:`~napari_cxseg.source_grid.labels_on_source_grid` gives the argmax of the
+        trilinearly inverted probabilities (``Invertd``'s labels) slab by slab.
+        """
+        from .source_grid import labels_on_source_grid, source_mapping
+
+        card = self.card
+        if card.spatial_dims != 3 or card.output.activation != "softmax":
+            return None
+        mapping = source_mapping(image)
+        if mapping is None:
+            return None
+        k = int(probs.shape[0])
+        lut = np.zeros(k, dtype=np.int64)
+        for c, cid in card.channel_label_map(k).items():
+            if c < k:
+                lut[c] = cid
+        return labels_on_source_grid(probs, mapping[0], mapping[1], lut, _label_dtype(card))
+
     def _to_labels(self, out: Any, discrete_ok: bool = False) -> np.ndarray:
         """Channel-first probabilities (or a bundle's discrete output) -> integer labels."""
         import torch
@@ -386,7 +414,7 @@ class Predictor:
             return ids.astype(_label_dtype(card))
         binary = discrete_ok and bool(torch.all((t == 0) | (t == 1)))
         if card.output.activation == "softmax" and not (binary and card.output.label_map):
-            idx = torch.argmax(t, dim=0).numpy()
+            idx = argmax_channels(t).numpy()
             lm = card.channel_label_map(k)
             lut = np.zeros(k, dtype=np.int64)
             for c, cid in lm.items():
@@ -485,7 +513,40 @@ def combine_masks(masks: np.ndarray, label_map: dict[int, int], overlap: str = "
 
 
 def largest_components(labels: np.ndarray, class_ids: list[int]) -> np.ndarray:
-    """Keep only the largest connected component of each class (MONAI ``KeepLargestConnectedComponent``)."""
+    """Keep only the largest connected component of each class (MONAI ``KeepLargestConnectedComponent``).
+
+    The same result as MONAI's transform with ``independent=True`` and full connectivity (its
+    labelling and its choice among equal sizes), computed inside each class's bounding box.
+    """
+    from scipy import ndimage as ndi
+
+    arr = np.asarray(labels)
+    ids = sorted({int(c) for c in class_ids if int(c) > 0})
+    if not ids or arr.size == 0:
+        return labels
+    if arr.dtype.kind not in "iu" or int(arr.min()) < 0 or int(arr.max()) > 2**24:
+        return _largest_components_monai(arr, ids)
+    boxes = ndi.find_objects(arr)
+    structure = ndi.generate_binary_structure(arr.ndim, arr.ndim)
+    out = arr
+    for c in ids:
+        box = boxes[c - 1] if c <= len(boxes) else None
+        if box is None:
+            continue
+        mask = arr[box] == c
+        comp, n = ndi.label(mask, structure)
+        if n <= 1:
+            continue
+        counts = np.bincount(comp.ravel())
+        counts[0] = 0
+        keep = np.argsort(counts)[::-1][0]  # MONAI's choice, ties included
+        if out is arr:
+            out = arr.copy()
+        out[box][mask & (comp != keep)] = 0
+    return out
+
+
+def _largest_components_monai(labels: np.ndarray, class_ids: list[int]) -> np.ndarray:
     import torch
     from monai.transforms import KeepLargestConnectedComponent
 
@@ -495,6 +556,44 @@ def largest_components(labels: np.ndarray, class_ids: list[int]) -> np.ndarray:
     t = torch.as_tensor(labels.astype(np.int64))[None]
     kept = KeepLargestConnectedComponent(applied_labels=present, is_onehot=False, independent=True)(t)
     return np.asarray(kept[0]).astype(labels.dtype)
+
+
+def argmax_channels(t: Any) -> Any:
+    """``torch.argmax(t, dim=0)``, for up to 4 channels by compare-and-select (same result).
+
+    torch reduces a short leading axis slowly (3 channels of a 2048 x 2500 radiograph); a pass
+    per channel is faster. First maximum wins, as in torch; with a NaN, torch.argmax itself.
+    """
+    import torch
+
+    k = int(t.shape[0])
+    if k > 4 or bool(torch.isnan(t).any()):
+        return torch.argmax(t, dim=0)
+    best = t[0]
+    idx = torch.zeros(t.shape[1:], dtype=torch.int64)
+    for c in range(1, k):
+        take = t[c] > best  # strict: the first maximum wins, as in torch.argmax
+        best = torch.where(take, t[c], best)
+        idx = torch.where(take, c, idx)
+    return idx
+
+
+def _channels_last(net: Any, nd: int) -> Any:
+    """Put a 3D convolutional network in channels-last layout; the layout for its inputs, or None.
+
+    3D convolutions run about 1.5x faster so on CPU (oneDNN) and on CUDA (cuDNN), with the
+    same outputs up to float rounding; 2D networks (instance norm) gain nothing and stay as they are.
+    """
+    import torch
+
+    if nd != 3 or not isinstance(net, torch.nn.Module) or isinstance(net, torch.jit.ScriptModule):
+        return None
+    if not getattr(net, "_cxseg_channels_last", False):
+        if not any(isinstance(m, torch.nn.Conv3d) for m in net.modules()):
+            return None
+        net.to(memory_format=torch.channels_last_3d)
+        net._cxseg_channels_last = True
+    return torch.channels_last_3d
 
 
 def _finite_image(image: Image) -> Image:

@@ -193,6 +193,9 @@ class BundleModel:
         self._parse()
         from monai.data import MetaTensor
 
+        fast = self._fast_postprocess(data, pred)
+        if fast is not None:
+            return fast
         img = data[self.image_key]
         if not isinstance(pred, MetaTensor) and isinstance(img, MetaTensor):
             meta = {k: v for k, v in img.meta.items() if k != "affine"}
@@ -208,6 +211,69 @@ class BundleModel:
             d = Invertd(keys="pred", transform=self.preprocessing, orig_keys=self.image_key,
                         nearest_interp=True)(d)
         return d["pred"]
+
+
+    def _fast_plan(self) -> list[int] | None:
+        """The labels kept to their largest component when the postprocessing is the usual chain.
+
+        That chain is ``Activationsd(softmax)`` -> ``Invertd(bilinear, of the preprocessing)`` ->
+        ``AsDiscreted(argmax)`` [-> ``KeepLargestConnectedComponentd(independent)``]; returns
+        ``[]`` without the last step, None for any other postprocessing (run as written).
+        """
+        steps = list(getattr(self.postprocessing, "transforms", None) or [])
+        names = [type(t).__name__ for t in steps]
+        if names[:3] != ["Activationsd", "Invertd", "AsDiscreted"] or len(steps) > 4:
+            return None
+        act, inv, disc = steps[:3]
+        one = lambda t, attr: tuple(getattr(t, attr, ()) or ())  # noqa: E731
+        if one(act, "keys") != ("pred",) or one(act, "softmax") != (True,) or any(one(act, "sigmoid")) \
+                or any(o is not None for o in one(act, "other")) or getattr(act.converter, "kwargs", {}):
+            return None
+        if one(inv, "keys") != ("pred",) or one(inv, "orig_keys") != (self.image_key,) \
+                or any(one(inv, "nearest_interp")) or inv.transform is not self.preprocessing \
+                or any(f is not None for f in one(inv, "post_func")):
+            return None
+        if one(disc, "keys") != ("pred",) or one(disc, "argmax") != (True,) \
+                or any(v is not None for v in (*one(disc, "to_onehot"), *one(disc, "threshold"),
+                                               *one(disc, "rounding"))) \
+                or getattr(disc.converter, "kwargs", {}):
+            return None
+        if len(steps) == 3:
+            return []
+        keep = steps[3]
+        conv = getattr(keep, "converter", None)
+        if names[3] != "KeepLargestConnectedComponentd" or one(keep, "keys") != ("pred",) or conv is None \
+                or not conv.independent or conv.connectivity is not None or conv.num_components != 1 \
+                or conv.is_onehot or conv.applied_labels is None:
+            return None
+        return [int(v) for v in conv.applied_labels]
+
+    def _fast_postprocess(self, data: dict[str, Any], pred: Any) -> Any:
+        """The usual postprocessing's labels without inverting every channel (None: not applicable).
+
+        Same labels as MONAI's chain (see :mod:`napari_cxseg.source_grid`), as a ``(1, *grid)``
+        array on the input grid.
+        """
+        keep = self._fast_plan()
+        if keep is None:
+            return None
+        import numpy as np
+        import torch
+
+        from ..source_grid import labels_on_source_grid, source_mapping
+
+        mapping = source_mapping(data[self.image_key])
+        if mapping is None:
+            return None
+        probs = torch.softmax(torch.as_tensor(pred).float(), dim=0)
+        k = int(probs.shape[0])
+        labels = labels_on_source_grid(probs, mapping[0], mapping[1], np.arange(k),
+                                       np.uint8 if k <= 256 else np.int32)
+        if keep:
+            from ..inference import largest_components
+
+            labels = largest_components(labels, keep)
+        return labels[None]
 
 
 def _has_invert(compose: Any) -> bool:
