@@ -1,4 +1,4 @@
-"""The fast paths back to the source grid give MONAI's own labels.
+"""The fast paths (back to the source grid, anti-aliased resizing) give MONAI's own results.
 
 ``source_grid.labels_on_source_grid`` must equal ``Invertd`` (trilinear, border) + argmax on
 volumes whose model space is an orientation + spacing of their grid (flips, axis order,
@@ -135,3 +135,46 @@ def test_bundle_fast_postprocess_equals_its_chain(tmp_path):
     p._bundle._fast_plan = lambda: None  # the bundle's own MONAI chain
     chain = p.predict(image).array
     np.testing.assert_array_equal(fast, chain)
+
+
+@pytest.mark.parametrize("size", [(300, 260), (150, 420)])
+def test_radiograph_labels_equal_invertd(size):
+    """Resized + SpatialPadd radiographs (portrait and landscape): the same labels as Invertd."""
+    from scipy import ndimage as ndi
+
+    from napari_cxseg import io as cxio
+    from napari_cxseg.images import Image
+    from napari_cxseg.inference import Predictor
+    from napari_cxseg.sample_data_files import sample_paths
+
+    src = cxio.read(sample_paths("chest_xray")[0])[0]
+    arr = ndi.zoom(np.asarray(src.array, np.float32), (size[0] / src.array.shape[0], size[1] / src.array.shape[1]),
+                   order=1)
+    image = Image(array=arr, geometry=src.geometry, modality=src.modality, meta=dict(src.meta))
+    p = Predictor("cxr-lungs", device="cpu", largest_component=False)
+    fast = p.predict(image).array
+    p._fast_labels = lambda *a: None  # MONAI's Invertd + argmax
+    ref = p.predict(image).array
+    assert fast.shape == ref.shape == size
+    assert (fast != ref).mean() < 1e-4, f"{(fast != ref).sum()} of {fast.size} pixels differ"
+    assert len(np.unique(ref)) == 3
+
+
+@pytest.mark.parametrize("shape,size,longest", [((2500, 2048), 256, True), ((466, 507), 256, True),
+                                                ((150, 420), 256, True), ((1000, 200), (256, 256), False),
+                                                ((90, 80), 256, True)])
+def test_resize_smoothed_where_sampled_equals_monai_anti_aliasing(shape, size, longest):
+    from monai.transforms import Resize
+
+    from napari_cxseg.model_space import _resize_size, smoothed_where_sampled
+
+    x = torch.as_tensor(np.random.default_rng(4).random((1, *shape), dtype=np.float32))
+    mode = "longest" if longest else "all"
+    ref = Resize(size, size_mode=mode, mode="bilinear", anti_aliasing=True)(x)
+    pre = smoothed_where_sampled(x, _resize_size(shape, size, longest))
+    if shape == (90, 80):  # upsampling: MONAI does not smooth, neither do we
+        assert pre is None
+        return
+    ours = Resize(size, size_mode=mode, mode="bilinear", anti_aliasing=False)(pre)
+    assert ours.shape == ref.shape
+    np.testing.assert_allclose(np.asarray(ours), np.asarray(ref), atol=1e-6)

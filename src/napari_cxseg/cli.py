@@ -214,25 +214,38 @@ def _predict_batch(predictor: Any, items: list[InputItem], out: Path, ext: str |
             skipped += 1
         else:
             todo.append(it)
+    from .prefetch import prepared_cases
+
     done = 0
     failed: list[tuple[InputItem, str]] = []
-    with ThreadPoolExecutor(max_workers=1) as pool:  # read the next input while this one runs
-        futures: list[Future] = [pool.submit(read_image, todo[0])] if todo else []
-        bar = tqdm(todo, desc=predictor.card.name, unit="image", file=sys.stderr, disable=None)
-        for i, it in enumerate(bar):
-            if i + 1 < len(todo):
-                futures.append(pool.submit(read_image, todo[i + 1]))
+    writing: list[tuple[InputItem, Future]] = []
+    # the next cases are read and preprocessed in worker processes, the results written by a thread
+    with ThreadPoolExecutor(max_workers=1) as writer:
+        bar = tqdm(total=len(todo), desc=predictor.card.name, unit="image", file=sys.stderr, disable=None)
+        for it, prepared, error in prepared_cases(predictor, todo):
+            bar.update(1)
+            if prepared is None:
+                failed.append((it, error))
+                continue
             try:
-                image = futures[i].result()
-                futures[i] = None  # free the image once used
-                labels = predictor.predict(image)
-                cxio.write_labels(labels, output_path(out, it.stem, image, ext), overwrite=overwrite)
-                done += 1
+                labels = predictor.predict(None, prepared=prepared)
+                target = output_path(out, it.stem, prepared.image, ext)
+                writing.append((it, writer.submit(cxio.write_labels, labels, target, overwrite)))
             except CxsegError as e:
                 failed.append((it, _one_line(str(e))))
             except Exception as e:  # one bad case must not end a night-long batch
                 failed.append((it, _one_line(f"{type(e).__name__}: {e}")))
         bar.close()
+        for it, fut in writing:
+            try:
+                fut.result()
+                done += 1
+            except CxsegError as e:
+                failed.append((it, _one_line(str(e))))
+            except Exception as e:
+                failed.append((it, _one_line(f"{type(e).__name__}: {e}")))
+    order = {id(it): i for i, it in enumerate(items)}
+    failed.sort(key=lambda f: order.get(id(f[0]), 0))
     print(f"{predictor.card.name}: done {done}, skipped {skipped} (output exists), failed {len(failed)} "
           f"-> {out}")
     for it, why in failed:

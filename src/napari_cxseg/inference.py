@@ -25,6 +25,7 @@ import copy
 import math
 from collections.abc import Callable, Generator
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,15 @@ CPU_STITCH_THRESHOLD = 2**27
 
 class Cancelled(Exception):
     """Raised when a prediction is cancelled between two sliding-window batches."""
+
+
+@dataclass
+class Prepared:
+    """An image checked and moved into model space (:meth:`Predictor.prepare`)."""
+
+    image: Image
+    data: dict[str, Any] | None = None  # the preprocessed dict (MetaTensor "image")
+    compose: Any = None  # the invertible spatial Compose that Invertd undoes
 
 
 class Predictor:
@@ -114,7 +124,8 @@ class Predictor:
         return self
 
     # ------------------------------------------------------------------ public API
-    def predict(self, image: Image, progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> LabelMap:
+    def predict(self, image: Image | None, progress: ProgressFn | None = None, cancel: CancelFn | None = None,
+                prepared: Prepared | None = None) -> LabelMap:
         """Segment one image.
 
         Parameters
@@ -125,13 +136,15 @@ class Predictor:
             Called as ``progress(done, total)`` between sliding-window batches.
         cancel
             Polled between batches; when it returns True, :class:`Cancelled` is raised.
+        prepared
+            :meth:`prepare`'s result for the image, when it was prepared ahead (batch runs).
 
         Returns
         -------
         LabelMap
             On exactly the image's grid, with a copy of its geometry and the card's classes.
         """
-        gen = self.iter_predict(image, cancel=cancel)
+        gen = self.iter_predict(image, cancel=cancel, prepared=prepared)
         while True:
             try:
                 done, total = next(gen)
@@ -140,28 +153,50 @@ class Predictor:
             if progress is not None:
                 progress(done, total)
 
-    def iter_predict(self, image: Image, cancel: CancelFn | None = None) -> Generator[tuple[int, int], None, LabelMap]:
+    def prepare(self, image: Image) -> Prepared:
+        """Check an image and move it into model space: the steps before the network.
+
+        Needs no network, so a batch run can prepare the next cases in worker processes
+        (:mod:`napari_cxseg.prefetch`) while this one runs; bundles are prepared in
+        :meth:`iter_predict` (their transforms live with their network).
+
+        Raises
+        ------
+        CxsegError
+            As :meth:`validate`.
+        """
+        import torch
+
+        self.validate(image)
+        image = _finite_image(image)
+        if self._bundle is not None:
+            return Prepared(image)
+        with torch.inference_mode():
+            data, compose = preprocess(self.card, image, self._channels(image))
+        return Prepared(image, data, compose)
+
+    def iter_predict(self, image: Image | None, cancel: CancelFn | None = None,
+                     prepared: Prepared | None = None) -> Generator[tuple[int, int], None, LabelMap]:
         """Segment one image step by step (for napari generator workers).
 
         Yields ``(done, total)`` window batches; closing the generator stops the work at the
         next batch.  The :class:`LabelMap` is the generator's return value
-        (``StopIteration.value``; ``yield from`` gives it directly).
+        (``StopIteration.value``; ``yield from`` gives it directly). ``prepared``: the result
+        of :meth:`prepare` for the image (then ``image`` may be None).
         """
         import torch
 
         card = self.card
-        self.validate(image)
-        image = _finite_image(image)
-        chans = self._channels(image)
+        ready = prepared if prepared is not None else self.prepare(image)
+        image = ready.image
         # inference mode is entered per step, never across a yield: the caller's code between
         # two steps must not run under it
         if self._bundle is not None:
-            probs_or_labels = yield from self._run_bundle(image, chans, cancel)
+            probs_or_labels = yield from self._run_bundle(image, self._channels(image), cancel)
             with torch.inference_mode():
                 labels = self._to_labels(probs_or_labels, discrete_ok=True)
         else:
-            with torch.inference_mode():
-                data, compose = preprocess(self.card, image, chans)
+            data, compose = ready.data, ready.compose
             win = card.inference
             logits = yield from self._sliding_window(
                 data["image"][None], win.roi_size, win.overlap, win.sw_batch_size, win.mode, cancel=cancel
@@ -374,14 +409,15 @@ class Predictor:
     def _fast_labels(self, probs: Any, image: Any) -> np.ndarray | None:
         """Softmax labels on the source grid without resampling every channel (None: not applicable).
 
-        For a volume whose model space is an axis-aligned orientation/spacing of its grid,
+        For a volume whose model space is an axis-aligned orientation/spacing of its grid, or a
+        radiograph resized and padded to the card's size,
         :func:`~napari_cxseg.source_grid.labels_on_source_grid` gives the argmax of the
-        trilinearly inverted probabilities (``Invertd``'s labels) slab by slab.
+        linearly inverted probabilities (``Invertd``'s labels).
         """
         from .source_grid import labels_on_source_grid, source_mapping
 
         card = self.card
-        if card.spatial_dims != 3 or card.output.activation != "softmax":
+        if card.output.activation != "softmax":
             return None
         mapping = source_mapping(image)
         if mapping is None:
