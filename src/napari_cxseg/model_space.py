@@ -125,14 +125,44 @@ def intensity_transforms(spec: dict[str, Any], keys: str = "image") -> list[Any]
         return [ScaleIntensityRanged(keys=keys, a_min=spec["a_min"], a_max=spec["a_max"], b_min=spec["b_min"],
                                      b_max=spec["b_max"], clip=spec["clip"])]
     if t == "percentiles":
-        return [ScaleIntensityRangePercentilesd(keys=keys, lower=spec["lower"], upper=spec["upper"],
-                                                b_min=spec["b_min"], b_max=spec["b_max"], clip=spec["clip"],
-                                                channel_wise=True)]
+        tr = ScaleIntensityRangePercentilesd(keys=keys, lower=spec["lower"], upper=spec["upper"],
+                                             b_min=spec["b_min"], b_max=spec["b_max"], clip=spec["clip"],
+                                             channel_wise=True)
+        tr.scaler.__class__ = _percentiles_in_one_pass()
+        return [tr]
     if t == "zscore":
         return [NormalizeIntensityd(keys=keys, nonzero=spec["nonzero"], channel_wise=True)]
     if t == "minmax":
         return [ScaleIntensityd(keys=keys, minv=spec["b_min"], maxv=spec["b_max"], channel_wise=True)]
     return []
+
+
+def _percentiles_in_one_pass() -> type:
+    """MONAI's ``ScaleIntensityRangePercentiles`` with both percentiles from one call (same values).
+
+    MONAI asks for the lower and the upper percentile separately: two copies and two partitions
+    of a 5-megapixel radiograph; numpy/torch give the same order statistics for both at once.
+    """
+    global _PERCENTILES
+    if _PERCENTILES is None:
+        from monai.transforms import ScaleIntensityRange, ScaleIntensityRangePercentiles
+        from monai.transforms.utils_pytorch_numpy_unification import percentile
+        from monai.utils import convert_to_tensor
+
+        class _OnePass(ScaleIntensityRangePercentiles):
+            def _normalize(self, img: Any) -> Any:
+                if self.relative:
+                    return super()._normalize(img)
+                a_min, a_max = (float(v) for v in percentile(img, np.array([self.lower, self.upper])))
+                scalar = ScaleIntensityRange(a_min=a_min, a_max=a_max, b_min=self.b_min, b_max=self.b_max,
+                                             clip=self.clip, dtype=self.dtype)
+                return convert_to_tensor(scalar(img), track_meta=False)
+
+        _PERCENTILES = _OnePass
+    return _PERCENTILES
+
+
+_PERCENTILES: type | None = None
 
 
 def pad_value(intensity: dict[str, Any], image: Any = None) -> float:
@@ -144,6 +174,101 @@ def pad_value(intensity: dict[str, Any], image: Any = None) -> float:
     if intensity.get("type") in ("window", "percentiles", "minmax") and "b_min" in intensity:
         return float(intensity["b_min"])
     return float(image.min()) if image is not None else 0.0
+
+
+def _sampled(n_in: int, n_out: int) -> np.ndarray:
+    """Input indices bilinear ``interpolate`` (``align_corners=False``) reads for ``n_out`` outputs.
+
+    Computed in float32 as torch does; indices whose source coordinate is within 1e-4 of an
+    integer take both neighbours, so rounding cannot leave one out.
+    """
+    scale = np.float32(n_in) / np.float32(n_out)
+    src = np.maximum(scale * (np.arange(n_out, dtype=np.float32) + np.float32(0.5)) - np.float32(0.5), 0.0)
+    idx = np.concatenate([np.floor(src - 1e-4), np.floor(src + 1e-4)]).astype(np.int64)
+    idx = np.concatenate([idx, idx + 1])
+    return np.unique(np.clip(idx, 0, n_in - 1))
+
+
+def smoothed_where_sampled(x: Any, out_size: tuple[int, ...]) -> Any | None:
+    """MONAI ``Resize``'s anti-aliasing Gaussian, computed only where the resize then samples.
+
+    ``Resize(anti_aliasing=True)`` smooths the whole image (a 37-tap kernel per axis for a
+    2048 x 2500 radiograph going to 256) and then reads about one row and column in ten.
+    This gives a tensor that holds the same smoothed values (MONAI's kernel, zero padding) at
+    every row/column bilinear interpolation to ``out_size`` reads and zeros elsewhere, so a
+    resize *without* anti-aliasing of it equals MONAI's resize with anti-aliasing.
+
+    Parameters
+    ----------
+    x
+        ``(C, H, W)`` float tensor.
+    out_size
+        The resize's output size.
+
+    Returns
+    -------
+    torch.Tensor or None
+        None when MONAI would not smooth (no axis gets smaller).
+    """
+    import torch
+    from monai.networks.layers.convutils import gaussian_1d
+
+    shape = tuple(int(v) for v in x.shape[1:])
+    if len(shape) != 2 or not any(o < i for o, i in zip(out_size, shape, strict=True)):
+        return None
+    factors = torch.div(torch.Tensor(list(shape)), torch.Tensor(list(out_size)))
+    sigmas = torch.maximum(torch.zeros(factors.shape), (factors - 1) / 2).tolist()
+    keep = [_sampled(shape[a], int(out_size[a])) for a in range(2)]
+    # per axis a sparse (kept x size) matrix: the zero-padded Gaussian rows at the kept indices
+    mats = [_band(keep[a], shape[a], gaussian_1d(torch.as_tensor(sigmas[a]), truncated=4.0, approx="erf"))
+            for a in range(2)]
+    t = torch.as_tensor(x).float()
+    out = torch.zeros((int(t.shape[0]), *shape), dtype=torch.float32)
+    rows, cols = torch.from_numpy(keep[0]), torch.from_numpy(keep[1])
+    for c in range(int(t.shape[0])):
+        part = mats[0] @ t[c]  # (kept rows, W)
+        part = (mats[1] @ part.T.contiguous()).T  # (kept rows, kept cols)
+        out[c, rows[:, None], cols[None, :]] = part
+    return out
+
+
+def _band(keep: np.ndarray, size: int, kernel: Any) -> Any:
+    """Sparse CSR matrix whose row i is ``kernel`` centred on ``keep[i]`` (zero padding)."""
+    import warnings
+
+    import torch
+
+    k = kernel.numel()
+    half = (k - 1) // 2
+    cols = keep[:, None] + np.arange(k)[None, :] - half
+    vals = np.broadcast_to(kernel.numpy().astype(np.float32), cols.shape)
+    rows = np.broadcast_to(np.arange(len(keep))[:, None], cols.shape)
+    ok = (cols >= 0) & (cols < size)
+    idx = torch.from_numpy(np.stack([rows[ok], cols[ok]]).astype(np.int64))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch: sparse CSR is "beta"
+        return torch.sparse_coo_tensor(idx, torch.from_numpy(np.ascontiguousarray(vals[ok])),
+                                       (len(keep), size)).coalesce().to_sparse_csr()
+
+
+def _resize_size(shape: tuple[int, ...], size: int | tuple[int, ...], longest: bool) -> tuple[int, ...]:
+    """The output size MONAI's ``Resize`` computes (``size_mode="longest"`` or ``"all"``)."""
+    if longest:
+        scale = int(size) / max(shape)
+        return tuple(int(round(s * scale)) for s in shape)
+    return tuple(int(v) for v in size)
+
+
+def _presmooth(img: Any, size: int | tuple[int, ...], longest: bool) -> tuple[Any, bool]:
+    """``(image, anti_aliasing)`` for the image's ``Resized``: pre-smoothed where sampled, or as is."""
+    from monai.data import MetaTensor
+
+    out = smoothed_where_sampled(img, _resize_size(tuple(img.shape[1:]), size, longest))
+    if out is None:
+        return img, True
+    new = MetaTensor(out, affine=img.affine, meta=dict(img.meta))
+    new.applied_operations = list(getattr(img, "applied_operations", []))
+    return new, False
 
 
 def preprocess(
@@ -195,13 +320,17 @@ def preprocess(
             size = tuple(int(v) for v in card.input.size)
             modes = ["bilinear", "nearest"][: len(keys)]
             aa = [True, False][: len(keys)]
-            if card.input.fit == "pad":
+            longest = card.input.fit == "pad"
+            pad = pad_value(card.input.intensity, d["image"])  # of the image, before the smoothing below
+            # the anti-aliasing Gaussian only where the resize reads (same values, a tenth of the work)
+            d["image"], aa[0] = _presmooth(d["image"], max(size) if longest else size, longest)
+            if longest:
                 # the longest side to the card size (aspect kept), then a symmetric pad to the square;
                 # written as two MONAI transforms so a bundle config can say exactly the same
                 steps.append(Resized(keys=keys, spatial_size=max(size), size_mode="longest", mode=modes,
                                      anti_aliasing=aa))
                 steps.append(SpatialPadd(keys="image", spatial_size=size, method="symmetric", mode="constant",
-                                         value=pad_value(card.input.intensity, d["image"])))
+                                         value=pad))
                 if label is not None:
                     steps.append(SpatialPadd(keys="label", spatial_size=size, method="symmetric", mode="constant",
                                              value=0.0))
