@@ -159,7 +159,8 @@ def throughput(cfg: Config, n: int | None = None) -> tuple[list[Row], dict[str, 
     import shutil
 
     n = n or cfg.n_radiographs
-    folder = radiograph_folder(cfg.out / "inputs" / f"radiographs_{n}", n, (64, 96) if cfg.tiny else (800, 1200))
+    sizes = (64, 96) if cfg.tiny else (800, 1200)
+    folder = radiograph_folder(cfg.out / "inputs" / f"radiographs_{n}", n, sizes)
     env = python_env(cfg.threads)
     res: dict[str, Any] = {"n": n}
     for key, make in (("cli", cli_batch_cmd), ("naive", naive_cmd)):
@@ -175,7 +176,7 @@ def throughput(cfg: Config, n: int | None = None) -> tuple[list[Row], dict[str, 
              for p in sorted((cfg.out / "2d" / "batch_naive").glob("*.png"))[:20]]
     d = float(np.mean(agree)) if agree else None
     ours, ref = res["cli"]["images_per_s"], res["naive"]["images_per_s"]
-    rows = [Row("2d", f"batch of {n} radiographs (800-1200 px) throughput", "napari-cxseg predict (folder)", ours,
+    rows = [Row("2d", f"batch of {n} radiographs ({sizes[0]}-{sizes[1]} px wide) throughput", "napari-cxseg predict (folder)", ours,
                 "naive per-file loop (read, predict, write)", ref, "images/s", d, ">= 2x", bool(ours / ref >= 2.0),
                 "ratio above 1 = faster"),
             Row("2d", f"batch of {n} radiographs peak RSS", "napari-cxseg predict (folder)", res["cli"]["peak_rss_mb"],

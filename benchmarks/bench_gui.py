@@ -202,19 +202,27 @@ def rows_for(res: dict[str, Any]) -> list[Row]:
                         "Segment widget", last["press_to_visible_s"], "engine alone (new Predictor + predict)",
                         r["bare_predict_s"], "s", note=f"first press {r['presses'][0]['press_to_visible_s']:.2f} s; "
                         f"draw seen: {last['draw_seen']}"))
-        worst = max(p["max_blocked_ms"] for p in r["presses"])
-        rows.append(Row("gui", f"event loop blocked while segmenting ({key})", "Segment widget", worst, unit="ms",
-                        target="<= 100 ms", met=worst <= 100.0,
-                        note=f"95th percentile {max(p['p95_blocked_ms'] for p in r['presses']):.0f} ms"))
+        first, later = r["presses"][0], r["presses"][1:]
+        rows.append(Row("gui", f"event loop blocked, first Segment ({key}; the worker imports torch/MONAI)",
+                        "Segment widget", first["max_blocked_ms"], unit="ms", target="<= 100 ms",
+                        met=first["max_blocked_ms"] <= 100.0, note=f"95th percentile {first['p95_blocked_ms']:.0f} ms"))
+        if later:
+            worst = max(p["max_blocked_ms"] for p in later)
+            rows.append(Row("gui", f"event loop blocked, later Segment presses ({key})", "Segment widget", worst,
+                            unit="ms", target="<= 100 ms", met=worst <= 100.0,
+                            note=f"95th percentile {max(p['p95_blocked_ms'] for p in later):.0f} ms"))
     c = res.get("clicks_ct")
     if c:
         times = [k["click_to_visible_s"] for k in c["clicks"]]
-        worst = max(k["max_blocked_ms"] for k in c["clicks"])
-        rows.append(Row("gui", f"click to mask visible (sample CT, {c['method']})", "click widget",
+        rows.append(Row("gui", f"click to mask visible (sample CT, {c['method']}), after the first", "click widget",
                         float(np.median(times[1:] or times)), unit="s",
                         note=f"clicks: {' '.join(f'{t:.2f}' for t in times)} s"))
-        rows.append(Row("gui", "event loop blocked while a click runs (sample CT)", "click widget", worst, unit="ms",
-                        target="<= 100 ms", met=worst <= 100.0))
+        blocked = [k["max_blocked_ms"] for k in c["clicks"]]
+        rows.append(Row("gui", "event loop blocked, first click (network loaded)", "click widget", blocked[0],
+                        unit="ms", target="<= 100 ms", met=blocked[0] <= 100.0))
+        if len(blocked) > 1:
+            rows.append(Row("gui", "event loop blocked, later clicks", "click widget", max(blocked[1:]), unit="ms",
+                            target="<= 100 ms", met=max(blocked[1:]) <= 100.0))
     return rows
 
 

@@ -266,7 +266,7 @@ def _presmooth(img: Any, size: int | tuple[int, ...], longest: bool) -> tuple[An
     out = smoothed_where_sampled(img, _resize_size(tuple(img.shape[1:]), size, longest))
     if out is None:
         return img, True
-    new = MetaTensor(out, affine=img.affine, meta=dict(img.meta))
+    new = MetaTensor(out, affine=img.affine, meta={k: v for k, v in img.meta.items() if k != "affine"})
     new.applied_operations = list(getattr(img, "applied_operations", []))
     return new, False
 
