@@ -82,6 +82,18 @@ def prepared_cases(predictor: Any, items: Sequence[Any], workers: int | None = N
     if workers <= 0 or len(items) < 2 or predictor._bundle is not None:
         yield from _in_process(predictor, items)
         return
+    import torch
+
+    # the workers take cores: the network's threads leave them (oversubscribed, both slow down)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, min(threads, (os.cpu_count() or 2) - min(workers, len(items)))))
+    try:
+        yield from _from_loader(predictor, items, workers)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _from_loader(predictor: Any, items: Sequence[Any], workers: int) -> Iterator[tuple[Any, Any, str]]:
     from torch.utils.data import DataLoader
 
     loader = DataLoader(_Cases(items, predictor.card, predictor.trust), batch_size=1, shuffle=False,
