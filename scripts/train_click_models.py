@@ -150,8 +150,12 @@ def inputs_from_state(img, states: list[ClickState], patch, sigma, coords):
     return torch.stack(batch)
 
 
-def simulate_prompts(gt, rng: np.random.Generator, nd: int) -> list[ClickState]:
-    """First clicks, boxes, random negatives and corrupted masks to refine (no network)."""
+def simulate_prompts(gt, rng: np.random.Generator, nd: int, hints: list | None = None) -> list[ClickState]:
+    """First clicks, boxes, random negatives and corrupted masks to refine (no network).
+
+    ``hints``: per sample, a first click in working coordinates (the object's deepest point, as
+    simulate_clicks places it) or ``None``; used for 60 % of the plain first clicks.
+    """
     import torch
 
     states = []
@@ -198,7 +202,8 @@ def simulate_prompts(gt, rng: np.random.Generator, nd: int) -> list[ClickState]:
                     break
                 (st.pos if use_fn else st.neg).append(p)
         else:
-            p = deep_point(g, rng)
+            hint = hints[i] if hints else None
+            p = hint if hint is not None and rng.random() < 0.6 else deep_point(g, rng)
             if p is not None:
                 st.pos.append(p)
         if rng.random() < 0.25:  # negatives on the surroundings
@@ -215,12 +220,16 @@ def simulate_prompts(gt, rng: np.random.Generator, nd: int) -> list[ClickState]:
     return states
 
 
-def corrective_rounds(net, img, gt, states, rng, patch, sigma, coords, amp: bool) -> None:
-    """DeepEdit-style: the network predicts and a click goes deep into its largest error."""
+def corrective_rounds(net, img, gt, states, rng, patch, sigma, coords, amp: bool,
+                      max_rounds: int = 3, fraction: float = 0.5) -> None:
+    """DeepEdit-style: the network predicts and a click goes deep into its largest error
+    (1..``max_rounds`` rounds for a ``fraction`` of the batch)."""
     import torch
 
-    rounds = int(rng.integers(1, 4))
-    chosen = [i for i in range(len(states)) if rng.random() < 0.5]
+    if max_rounds < 1:
+        return
+    rounds = int(rng.integers(1, max_rounds + 1))
+    chosen = [i for i in range(len(states)) if rng.random() < fraction]
     if not chosen:
         return
     for _ in range(rounds):
@@ -435,6 +444,193 @@ class XRSampler:
         return torch.stack(imgs), torch.stack(gts)
 
 
+# ---------------------------------------------------------------------------- real films (2D)
+#: objects per film source: card-style class names, built by ``training.targets.build_target``
+FILM_OBJECTS: dict[str, tuple[str, ...]] = {
+    "jsrt_scr": ("right lung", "left lung", "heart", "right clavicle", "left clavicle"),
+    "shenzhen": ("right lung", "left lung"),
+}
+#: how often a sample is drawn from each source, and each object within it
+FILM_SOURCE_WEIGHTS = {"jsrt_scr": 0.55, "shenzhen": 0.45}
+FILM_OBJECT_WEIGHTS = {"right lung": 1.3, "left lung": 1.3, "heart": 1.3, "right clavicle": 1.0, "left clavicle": 1.0}
+#: block-averaged copies of each film kept for sampling (what the segmenter's _source does)
+FILM_LEVELS = (1, 2, 4)
+
+
+def film_cases(data: Path) -> tuple[list, list]:
+    """Training and validation films: the patient-level split of the shipped CXR models."""
+    from napari_cxseg.training import find_cases, split_cases
+
+    cases = [c for c in find_cases(data) if c.source in FILM_OBJECTS]
+    return split_cases(cases, val_fraction=0.2, seed=0)
+
+
+def film_references(case: Any) -> tuple[Any, dict[str, np.ndarray]]:
+    """``(image, {object: bool mask on the image's held grid})`` of a film (lungs split by anatomy)."""
+    from napari_cxseg.io import read
+    from napari_cxseg.training.targets import build_target
+
+    image = read(case.image)[0]
+    names = FILM_OBJECTS[case.source]
+    target = build_target({i + 1: n for i, n in enumerate(names)}, case, image, multi_label=True)
+    return image, {n: target[i].astype(bool) for i, n in enumerate(names) if target[i].any()}
+
+
+class FilmSampler:
+    """2D training patches from real films with manual masks (CPU, in-process).
+
+    Every film is normalised once with the inference function (:func:`guided.normalise`, whole
+    image percentiles) and block-averaged by 2 and 4, so a working grid samples the level the
+    segmenter would use for its voxel size (``GuidedSegmenter._source``). Working grids are cut
+    as inference cuts them: the first pass (about 0.7 of the film's longest side, centred on the
+    deepest point of the object, where simulate_clicks and most users click first), the
+    enlarged pass (1.0-1.2 x the film, after a lung touched the first grid), the zoomed-in pass
+    around small objects (1.5-2.3 x their extent), and random sizes and centres (objects cut
+    by the grid, grids after later clicks); rotated, scaled and sheared. Intensity
+    augmentation runs on the patch: window re-normalisation, gamma, monotone curves, blur,
+    sharpening, noise, CLAHE and burned-in markers (``training.augment``). No left-right flip:
+    the network is class-agnostic, but the heart, aortic knob and gastric bubble tell it where
+    the SCR lung field stops behind the heart and above the left dome, and real films are never
+    mirrored (a film stored mirrored is reported by the reader's orientation check).
+    """
+
+    def __init__(self, cases: list, spec, device):
+        import torch
+        import torch.nn.functional as F
+        from scipy import ndimage as ndi
+
+        from napari_cxseg.models.guided import normalise
+
+        self.spec = spec
+        self.device = device
+        self.films: list[dict[str, Any]] = []
+        t = time.time()
+        for case in cases:
+            image, refs = film_references(case)
+            norm = torch.from_numpy(normalise(np.asarray(image.array, np.float32), spec.intensity))
+            levels = {1: norm.half()}
+            for f in FILM_LEVELS[1:]:
+                levels[f] = F.avg_pool2d(norm[None], f, f, ceil_mode=True)[0].half()
+            objs = {}
+            for name, m in refs.items():
+                if m.sum() < 50:
+                    continue
+                idx = np.argwhere(m)
+                lo, hi = idx.min(0), idx.max(0)
+                d = ndi.distance_transform_edt(np.pad(m[lo[0]:hi[0] + 1, lo[1]:hi[1] + 1], 1))  # bbox: faster
+                objs[name] = {"mask": torch.from_numpy(m), "lo": lo, "hi": hi,
+                              "deep": np.array(np.unravel_index(int(np.argmax(d)), d.shape), float) - 1 + lo,
+                              "inner": idx[:: max(1, len(idx) // 4000)]}
+            self.films.append({"key": case.key, "source": case.source, "levels": levels, "objects": objs,
+                               "shape": tuple(norm.shape[1:])})
+        self.by_source = {s: [i for i, f in enumerate(self.films) if f["source"] == s] for s in FILM_OBJECTS}
+        self.by_source = {s: v for s, v in self.by_source.items() if v}
+        w = np.array([FILM_SOURCE_WEIGHTS[s] for s in self.by_source])
+        self.p_source = w / w.sum()
+        from napari_cxseg.training.augment import RandBurnInd, RandCLAHEd
+
+        self.burn = RandBurnInd(keys=["image"], prob=1.0)
+        self.clahe = RandCLAHEd(keys=["image"], prob=1.0)
+        n_obj = sum(len(f["objects"]) for f in self.films)
+        print(f"[films] {len(self.films)} films ({', '.join(f'{s} {len(v)}' for s, v in self.by_source.items())}), "
+              f"{n_obj} objects, loaded in {time.time() - t:.0f} s", flush=True)
+
+    def _pick(self, rng: np.random.Generator) -> tuple[dict[str, Any], str]:
+        src = list(self.by_source)[int(rng.choice(len(self.by_source), p=self.p_source))]
+        film = self.films[self.by_source[src][int(rng.integers(len(self.by_source[src])))]]
+        names = list(film["objects"])
+        w = np.array([FILM_OBJECT_WEIGHTS[n] for n in names])
+        return film, names[int(rng.choice(len(names), p=w / w.sum()))]
+
+    def _intensity(self, x, rng: np.random.Generator):
+        """Patch-level intensity augmentation (x: ``(1, P, P)`` in [0, 1])."""
+        import torch
+        import torch.nn.functional as F
+
+        if rng.random() < 0.5:  # another film's percentiles (borders, boxes, collimation)
+            lo, hi = rng.uniform(-0.08, 0.08), rng.uniform(0.88, 1.1)
+            x = (x - lo) / (hi - lo)
+        x = x.clamp(0, 1)
+        if rng.random() < 0.5:
+            x = x ** float(np.exp(rng.uniform(np.log(0.6), np.log(1.6))))
+        if rng.random() < 0.2:  # a random monotone tone curve
+            knots = np.sort(rng.uniform(0, 1, int(rng.integers(3, 7))))
+            xs = torch.as_tensor(np.concatenate([[0.0], np.linspace(0, 1, len(knots) + 2)[1:-1], [1.0]]),
+                                 dtype=x.dtype)
+            ys = torch.as_tensor(np.concatenate([[0.0], knots, [1.0]]), dtype=x.dtype)
+            i = torch.clamp(torch.bucketize(x, xs[1:-1]), 0, len(xs) - 2)
+            t = (x - xs[i]) / (xs[i + 1] - xs[i])
+            x = ys[i] + t * (ys[i + 1] - ys[i])
+        if rng.random() < 0.05:
+            x = torch.as_tensor(self.clahe({"image": x})["image"], dtype=torch.float32)
+        r = rng.random()
+        if r < 0.15 or r > 0.9:  # blur, or unsharp masking
+            s = float(rng.uniform(0.4, 1.5))
+            k = torch.arange(-3, 4, dtype=x.dtype)
+            g = torch.exp(-k**2 / (2 * s**2))
+            g = g / g.sum()
+            b = F.conv2d(F.pad(x[None], (3, 3, 3, 3), mode="replicate"), (g[:, None] * g[None, :])[None, None])[0]
+            x = b if r < 0.15 else x + float(rng.uniform(0.3, 1.0)) * (x - b)
+        if rng.random() < 0.3:
+            x = x + torch.randn_like(x) * float(rng.uniform(0.0, 0.03))
+        if rng.random() < 0.15:
+            x = self.burn({"image": x.clamp(0, 1)})["image"]
+        return x.clamp(0, 1)
+
+    def batch(self, rng: np.random.Generator, n: int):
+        """``(images (n, 1, P, P), targets (n, 1, P, P), first clicks: working coords or None)``."""
+        import torch
+
+        from napari_cxseg.models.guided import roi_grid, sample
+
+        spec = self.spec
+        patch = np.asarray(spec.patch, float)
+        imgs, gts, hints = [], [], []
+        while len(imgs) < n:
+            film, name = self._pick(rng)
+            obj = film["objects"][name]
+            shape = film["shape"]
+            unit = float(max(shape))  # relative working-grid sides (pixel size unknown)
+            ext = float((obj["hi"] - obj["lo"] + 1).max())
+            r = rng.random()
+            if r < 0.3:  # the first pass: 0.7 x the film, centred on the first click
+                side = max(unit * rng.uniform(0.64, 0.78), 1.0 * ext)
+                centre = obj["deep"] + rng.normal(0, 0.03 * side, 2)
+            elif r < 0.45:  # the enlarged pass (1.7 x, at most 1.2 x the film) when the object touched the first
+                side = unit * rng.uniform(1.0, 1.2)
+                centre = (obj["lo"] + obj["hi"]) / 2 + rng.normal(0, 0.05 * side, 2)
+            elif r < 0.65:  # the zoomed-in pass around small objects
+                side = ext * rng.uniform(1.5, 2.3)
+                centre = (obj["lo"] + obj["hi"]) / 2 + rng.normal(0, 0.05 * side, 2)
+            else:  # anything between: cut objects, grids after later clicks
+                side = ext * rng.uniform(0.7, 2.6) if rng.random() < 0.5 else unit * rng.uniform(0.3, 1.2)
+                click = obj["inner"][int(rng.integers(len(obj["inner"])))].astype(float)
+                w = rng.uniform(0.3, 1.0)
+                centre = w * click + (1 - w) * (obj["lo"] + obj["hi"]) / 2 + rng.normal(0, 0.08 * side, 2)
+            side = float(np.clip(side, spec.small_side_mm * unit, spec.max_side_mm * unit))
+            tf = random_transform(rng, 2, 6.0, 0.08)
+            tf = tf @ np.array([[1.0, rng.normal(0, 0.04)], [rng.normal(0, 0.04), 1.0]])
+            vox = side / patch.max()
+            f = int(2 ** max(0, np.floor(np.log2(max(vox, 1.0)))))
+            f = max(v for v in FILM_LEVELS if v <= f)
+            src = film["levels"][f].float().to(self.device)
+            off = (f - 1) / 2.0
+            grid = roi_grid(centre - off, side, spec.patch, np.array([f, f], float), tuple(src.shape[1:]), tf,
+                            self.device)
+            x = sample(src, grid)
+            gt_grid = roi_grid(centre, side, spec.patch, np.ones(2), shape, tf, self.device)
+            gt = (sample(obj["mask"].float()[None].to(self.device), gt_grid) > 0.5).float()
+            if gt.sum() < 20:
+                continue
+            w_deep = (patch - 1) / 2 + np.linalg.solve(tf, (obj["deep"] - centre) / vox)
+            wi = np.rint(w_deep).astype(int)
+            ok = bool(np.all(wi >= 0) and np.all(wi < patch) and gt[0, wi[0], wi[1]] > 0.5)
+            hints.append(torch.as_tensor(w_deep, dtype=torch.float32, device=self.device) if ok else None)
+            imgs.append(self._intensity(x.cpu(), rng).to(self.device))
+            gts.append(gt)
+        return torch.stack(imgs), torch.stack(gts), hints
+
+
 # ---------------------------------------------------------------------------- training
 def train(args: argparse.Namespace) -> None:
     import torch
@@ -442,8 +638,10 @@ def train(args: argparse.Namespace) -> None:
 
     from napari_cxseg.models.guided import build_network, load_spec, working_coordinates
 
+    if args.threads:
+        torch.set_num_threads(args.threads)  # one thread is fastest on a shared, busy CPU
     torch.manual_seed(0)
-    rng = np.random.default_rng(args.dims)
+    rng = np.random.default_rng(args.dims + 10 * bool(args.films))
     device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
     amp = device.type == "cuda"
     if amp:
@@ -451,11 +649,21 @@ def train(args: argparse.Namespace) -> None:
     spec = load_spec("ct-clicks" if args.dims == 3 else "cxr-clicks")
     if args.patch:
         spec.patch = (args.patch,) * args.dims
-    sampler = CTSampler(Path(args.data), spec, device) if args.dims == 3 else XRSampler(
-        Path(args.data), spec, device, args.workers, args.poses)
+    films: dict[str, list[str]] = {}
+    if args.films:
+        if args.dims != 2:
+            raise SystemExit("--films: real radiographs train the 2D network (--dims 2)")
+        train_cases, val_cases = film_cases(Path(args.films))
+        films = {"train": [c.key for c in train_cases], "validation": [c.key for c in val_cases]}
+        sampler: Any = FilmSampler(train_cases, spec, device)
+    elif args.dims == 3:
+        sampler = CTSampler(Path(args.data), spec, device)
+    else:
+        sampler = XRSampler(Path(args.data), spec, device, args.workers, args.poses)
     net = build_network(spec)
     if args.init:  # continue from earlier weights
-        net.load_state_dict({k: v.float() for k, v in torch.load(args.init, map_location="cpu", weights_only=True).items()})
+        init = spec.weights_path if args.init == "package" else Path(args.init)
+        net.load_state_dict({k: v.float() for k, v in torch.load(init, map_location="cpu", weights_only=True).items()})
         print(f"[{spec.name}] continuing from {args.init}", flush=True)
     net = net.to(device)
     print(f"[{spec.name}] {sum(p.numel() for p in net.parameters()) / 1e6:.2f} M parameters on {device}", flush=True)
@@ -463,9 +671,24 @@ def train(args: argparse.Namespace) -> None:
     loss_fn = DiceCELoss(sigmoid=True, squared_pred=True)
     coords = working_coordinates(spec.patch, device)
     budget = args.minutes * 60.0
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     step = 0
     hist: list[float] = []
+    next_ckpt = args.ckpt_minutes * 60.0 if args.ckpt_minutes else float("inf")
+
+    def save(path: Path) -> None:
+        torch.save({k: v.detach().cpu().half() for k, v in net.state_dict().items()}, path)
+        (out_dir / f"{spec.name}_train.json").write_text(json.dumps({
+            "steps": step, "batch": args.batch, "seconds": round(time.time() - t0, 1), "device": str(device),
+            "gpu": torch.cuda.get_device_name(0) if device.type == "cuda" else None,
+            "threads": torch.get_num_threads(), "init": args.init or None,
+            "final_loss": float(np.mean(hist[-100:])) if hist else None, "lr": args.lr,
+            "rounds": args.rounds, "corrective": args.corrective, "patch": list(spec.patch),
+            "films": films or None, "loss_per_50": [float(np.mean(hist[i:i + 50])) for i in range(0, len(hist), 50)],
+        }, indent=1))
+
     while True:
         el = time.time() - t0
         if el > budget or (args.steps and step >= args.steps):
@@ -474,10 +697,11 @@ def train(args: argparse.Namespace) -> None:
         lr = args.lr * (min(1.0, (step + 1) / 100) * 0.5 * (1 + math.cos(math.pi * frac)))
         for g in opt.param_groups:
             g["lr"] = lr
-        img, gt = sampler.batch(rng, args.batch)
-        states = simulate_prompts(gt, rng, args.dims)
+        img, gt, *rest = sampler.batch(rng, args.batch)
+        states = simulate_prompts(gt, rng, args.dims, rest[0] if rest else None)
         net.eval()
-        corrective_rounds(net, img, gt, states, rng, spec.patch, spec.guidance_sigma, coords, amp)
+        corrective_rounds(net, img, gt, states, rng, spec.patch, spec.guidance_sigma, coords, amp,
+                          args.rounds, args.corrective)
         net.train()
         x = inputs_from_state(img, states, spec.patch, spec.guidance_sigma, coords)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
@@ -490,16 +714,12 @@ def train(args: argparse.Namespace) -> None:
         step += 1
         if step % 50 == 0:
             print(f"[{spec.name}] step {step} loss {np.mean(hist[-50:]):.4f} lr {lr:.2e} ({time.time() - t0:.0f} s)", flush=True)
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().half() for k, v in net.state_dict().items()}
-    torch.save(state, out_dir / spec.weights)
-    (out_dir / f"{spec.name}_train.json").write_text(json.dumps({
-        "steps": step, "batch": args.batch, "seconds": round(time.time() - t0, 1), "device": str(device),
-        "gpu": torch.cuda.get_device_name(0) if device.type == "cuda" else None,
-        "final_loss": float(np.mean(hist[-100:])) if hist else None, "lr": args.lr,
-        "patch": list(spec.patch),
-    }, indent=1))
+        if time.time() - t0 > next_ckpt:
+            (out_dir / "checkpoints").mkdir(exist_ok=True)
+            save(out_dir / "checkpoints" / f"step{step:06d}.pt")
+            print(f"[{spec.name}] checkpoint step {step}", flush=True)
+            next_ckpt += args.ckpt_minutes * 60.0
+    save(out_dir / spec.weights)
     print(f"[{spec.name}] saved {out_dir / spec.weights} after {step} steps, {time.time() - t0:.0f} s", flush=True)
 
 
@@ -596,6 +816,179 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     return res
 
 
+# ---------------------------------------------------------------------------- evaluation on real films
+def _film_net(weights: str, out: Path, min_side: float = 0.0) -> str | None:
+    """The spec to evaluate: the shipped one (``None``), or a copy with other weights or first side."""
+    if not weights and not min_side:
+        return None
+    import yaml
+
+    from napari_cxseg.models.guided import CLICK_SPECS_DIR
+
+    d = yaml.safe_load((CLICK_SPECS_DIR / "cxr-clicks.yaml").read_text())
+    d["weights"] = str(Path(weights).resolve()) if weights else str((PKG / "weights" / d["weights"]).resolve())
+    if min_side:
+        d["roi"]["min_side"] = float(min_side)
+    out.mkdir(parents=True, exist_ok=True)
+    p = out / f"cxr-clicks_{Path(weights).stem if weights else 'shipped'}_{min_side or 'spec'}.yaml"
+    p.write_text(yaml.safe_dump(d))
+    return str(p)
+
+
+def _click_run(img, ref, sp, n_clicks, backend, opts):
+    """simulate_clicks' protocol, keeping the masks and clicks (for overlays)."""
+    from napari_cxseg.editing.interactive import iter_simulated_clicks
+
+    return [(c["point"], c["positive"], c["mask"])
+            for c in iter_simulated_clicks(img, ref, sp, n_clicks, backend, **dict(opts))]
+
+
+def _film_overlay(img, ref, runs, path: Path, title: str) -> None:
+    """Grey film, reference outline (green), the network's mask after click 1 (left) and the last (right)."""
+    from PIL import Image as PILImage
+    from PIL import ImageDraw
+    from scipy import ndimage as ndi
+
+    g = np.asarray(img, np.float32)
+    lo, hi = np.percentile(g, [0.5, 99.5])
+    g = (np.clip((g - lo) / max(hi - lo, 1e-6), 0, 1) * 255).astype(np.uint8)
+    panels = []
+    for k in (0, len(runs) - 1):
+        rgb = np.stack([g] * 3, -1).astype(float)
+        m = runs[k][2]
+        rgb[m] = 0.55 * rgb[m] + 0.45 * np.array([255.0, 60, 60])
+        edge = ref & ~ndi.binary_erosion(ref, iterations=2)
+        rgb[edge] = [0, 255, 0]
+        im = PILImage.fromarray(rgb.astype(np.uint8))
+        d = ImageDraw.Draw(im)
+        r = max(4, g.shape[0] // 120)
+        for pt, pos, _ in runs[: k + 1]:
+            y, x = pt
+            d.ellipse([x - r, y - r, x + r, y + r], fill=(0, 160, 255) if pos else (255, 0, 255))
+        dice = 2 * (m & ref).sum() / (m.sum() + ref.sum())
+        d.text((6, 6), f"{title}  click {k + 1}: Dice {dice:.3f}", fill=(255, 255, 0))
+        panels.append(np.asarray(im))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    out = PILImage.fromarray(np.concatenate(panels, 1))
+    if out.width > 1400:
+        out = out.resize((1400, int(out.height * 1400 / out.width)))
+    out.save(path)
+
+
+def evaluate_films(args: argparse.Namespace) -> dict[str, Any]:
+    """simulate_clicks on the validation films (network and intensity method), per source and object."""
+    import statistics
+
+    import torch
+
+    from napari_cxseg.editing.interactive import simulate_clicks
+    from napari_cxseg.models.guided import get_segmenter
+
+    default_threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    train_films, val = film_cases(Path(args.films))
+    if args.split == "train":  # for choosing inference settings without looking at validation films
+        val = train_films
+    if args.max_per_source:
+        val = [c for s in FILM_OBJECTS for c in [v for v in val if v.source == s][: args.max_per_source]]
+    net = _film_net(args.weights, Path(args.out), args.min_side)
+    opts = {"device": "cpu", **({"net": net} if net else {})}
+    get_segmenter(net or "cxr-clicks", "cpu")  # weights loaded outside the timing
+    rows: list[dict[str, Any]] = []
+    png = Path(args.png) if args.png else None
+    t0 = time.time()
+    for i, case in enumerate(val):
+        image, refs = film_references(case)
+        img = np.asarray(image.array, np.float32)
+        sp = np.asarray(image.geometry.spacing, float)
+        first = True
+        for name, ref in refs.items():
+            for backend in args.backends:
+                o = opts if backend == "network" else {}
+                r = simulate_clicks(img, ref, sp, args.clicks, backend, **o)
+                d = [x[0] for x in r] + [r[-1][0]] * (args.clicks - len(r))
+                rows.append({"case": case.key, "source": case.source, "object": name, "backend": backend,
+                             "dice": d, "seconds": [x[1] for x in r], "first_on_film": first and backend == "network"})
+                if backend == "network":
+                    first = False
+            if png is not None and args.png_films and i % max(1, len(val) // args.png_films) == 0 and name in (
+                    "right lung", "left lung", "heart", "left clavicle"):
+                runs = _click_run(img, ref, sp, args.clicks, "network", opts)
+                _film_overlay(img, ref, runs, png / f"{case.source}_{case.case_id}_{name.replace(' ', '_')}.png",
+                              f"{case.key} {name}")
+        if (i + 1) % 10 == 0:
+            print(f"  {i + 1}/{len(val)} films ({time.time() - t0:.0f} s)", flush=True)
+    summary: dict[str, Any] = {"weights": args.weights or "shipped", "split": args.split,
+                               "min_side": args.min_side or None, "films": {}, "dice": {}, "n": {}}
+    for s in FILM_OBJECTS:
+        summary["films"][s] = sorted({r["case"] for r in rows if r["source"] == s})
+    print(f"Dice after clicks 1..{args.clicks} on the {args.split} films (weights: {summary['weights']}"
+          + (f", first working grid {args.min_side}" if args.min_side else "") + ")")
+    for s in FILM_OBJECTS:
+        for name in FILM_OBJECTS[s] + ("lungs",):
+            for backend in args.backends:
+                sel = [r for r in rows if r["source"] == s and r["backend"] == backend and
+                       (r["object"] == name or (name == "lungs" and r["object"].endswith("lung")))]
+                if not sel:
+                    continue
+                mean = [round(float(np.mean([r["dice"][k] for r in sel])), 3) for k in range(args.clicks)]
+                key = f"{s} | {name} | {backend}"
+                summary["dice"][key] = mean
+                summary["n"][key] = len(sel)
+                print(f"  {s:9s} {name:14s} {backend:9s} n={len(sel):3d}  " + "  ".join(f"{v:.3f}" for v in mean),
+                      flush=True)
+    net_rows = [r for r in rows if r["backend"] == "network"]
+    if net_rows:
+        all_s = [t for r in net_rows for t in r["seconds"]]
+        warm = [t for r in net_rows for j, t in enumerate(r["seconds"]) if j or not r["first_on_film"]]
+        summary["seconds_per_click"] = {
+            "threads": args.threads, "default_threads": default_threads,
+            "median": round(statistics.median(all_s), 4), "median_warm": round(statistics.median(warm), 4),
+            "p90_warm": round(float(np.percentile(warm, 90)), 4),
+            "median_first_on_film": round(statistics.median(
+                [r["seconds"][0] for r in net_rows if r["first_on_film"]]), 4),
+        }
+        print(f"  network s/click ({args.threads} threads): {summary['seconds_per_click']}", flush=True)
+    for backend in args.backends:
+        if backend != "network":
+            t = [x for r in rows if r["backend"] == backend for x in r["seconds"]]
+            summary[f"seconds_per_click_{backend}"] = round(statistics.median(t), 4)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"summary": summary, "rows": rows}, indent=1))
+    return summary
+
+
+def time_clicks(args: argparse.Namespace) -> None:
+    """Warm network seconds per click on a few validation films at several torch thread counts."""
+    import statistics
+
+    import torch
+
+    from napari_cxseg.editing.interactive import simulate_clicks
+    from napari_cxseg.models.guided import get_segmenter
+
+    default_threads = torch.get_num_threads()
+    _, val = film_cases(Path(args.films))
+    val = [c for s in FILM_OBJECTS for c in [v for v in val if v.source == s][: args.n_films]]
+    net = _film_net(args.weights, Path(args.out))
+    opts = {"device": "cpu", **({"net": net} if net else {})}
+    films = [film_references(c) for c in val]
+    get_segmenter(net or "cxr-clicks", "cpu")
+    for threads in [default_threads] + [t for t in args.thread_counts if t != default_threads]:
+        torch.set_num_threads(threads)
+        per: dict[str, list[float]] = {}
+        for image, refs in films:
+            img = np.asarray(image.array, np.float32)
+            simulate_clicks(img, next(iter(refs.values())), image.geometry.spacing, 1, "network", **opts)  # warm
+            for name, ref in refs.items():
+                r = simulate_clicks(img, ref, image.geometry.spacing, 3, "network", **opts)
+                per.setdefault(name, []).extend(t for _, t in r)
+        allt = [t for v in per.values() for t in v]
+        tag = " (torch default)" if threads == default_threads else ""
+        print(f"threads {threads}{tag}: median {1000 * statistics.median(allt):.0f} ms/click over {len(allt)} clicks; "
+              + ", ".join(f"{k} {1000 * statistics.median(v):.0f}" for k, v in per.items()), flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -614,7 +1007,12 @@ def main() -> None:
     t.add_argument("--poses", type=int, default=48)
     t.add_argument("--patch", type=int, default=0, help="override the working-grid size (smoke tests)")
     t.add_argument("--device", default="auto")
-    t.add_argument("--init", default="", help="weights to continue from")
+    t.add_argument("--init", default="", help="weights to continue from ('package': the shipped weights)")
+    t.add_argument("--films", default="", help="real films with masks (layout of data/cxr): train --dims 2 on them")
+    t.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    t.add_argument("--rounds", type=int, default=3, help="corrective rounds at most (0: none)")
+    t.add_argument("--corrective", type=float, default=0.5, help="fraction of a batch given corrective rounds")
+    t.add_argument("--ckpt-minutes", type=float, default=0.0, help="save a checkpoint this often")
     e = sub.add_parser("evaluate")
     e.add_argument("--clicks", type=int, default=3)
     e.add_argument("--threads", type=int, default=2)
@@ -622,6 +1020,25 @@ def main() -> None:
     e.add_argument("--backends", nargs="*", default=["network", "classical"])
     e.add_argument("--device", default="auto")
     e.add_argument("--json", default="")
+    f = sub.add_parser("evaluate-films", help="simulate_clicks on the validation films of the patient-level split")
+    f.add_argument("--films", required=True, help="real films with masks (layout of data/cxr)")
+    f.add_argument("--weights", default="", help="cxr-clicks weights to measure (default: the shipped ones)")
+    f.add_argument("--out", default="runs/cxr-clicks", help="where a spec for --weights is written")
+    f.add_argument("--clicks", type=int, default=3)
+    f.add_argument("--threads", type=int, default=2)
+    f.add_argument("--max-per-source", type=int, default=0, help="first N validation films per source (0: all)")
+    f.add_argument("--backends", nargs="*", default=["network", "classical"])
+    f.add_argument("--png", default="", help="folder for overlays of the network's clicks")
+    f.add_argument("--png-films", type=int, default=4, help="films with overlays")
+    f.add_argument("--json", default="")
+    f.add_argument("--split", choices=("validation", "train"), default="validation")
+    f.add_argument("--min-side", type=float, default=0.0, help="override roi.min_side (fraction of the film)")
+    tm = sub.add_parser("time-films", help="warm network ms per click at several torch thread counts")
+    tm.add_argument("--films", required=True)
+    tm.add_argument("--weights", default="")
+    tm.add_argument("--out", default="runs/cxr-clicks")
+    tm.add_argument("--n-films", type=int, default=4, help="validation films per source")
+    tm.add_argument("--thread-counts", type=int, nargs="*", default=[2])
     a = ap.parse_args()
     if a.cmd == "prepare":
         prepare(Path(a.out))
@@ -629,6 +1046,10 @@ def main() -> None:
             save_cases(eval_cases(), Path(a.out) / "eval.npz")
     elif a.cmd == "train":
         train(a)
+    elif a.cmd == "evaluate-films":
+        evaluate_films(a)
+    elif a.cmd == "time-films":
+        time_clicks(a)
     else:
         evaluate(a)
 
