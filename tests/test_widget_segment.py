@@ -76,6 +76,8 @@ def test_segment_2d_gives_named_aligned_layer(make_napari_viewer, qtbot, cache):
     np.testing.assert_allclose(layer.translate, img.translate)
     assert list(layer.features["name"]) == ["background", "right lung", "left lung"]
     assert viewer.layers.selection.active is layer and layer.mode == "paint"
+    qtbot.waitUntil(lambda: w._worker is None, timeout=30_000)
+    assert w.progress.value() == w.progress.maximum()  # a finished run shows a full bar
 
 
 def test_rerun_never_overwrites_edits_silently(make_napari_viewer, qtbot, cache, monkeypatch):
@@ -131,6 +133,7 @@ def test_cancel_leaves_layers_unchanged(make_napari_viewer, qtbot, cache, tmp_pa
     qtbot.waitUntil(lambda: w._worker is None, timeout=30_000)
     assert [ly.name for ly in viewer.layers] == ["ct"]
     assert "Cancelled" in w.status.text()
+    assert w.progress.value() == 0
 
 
 def test_missing_weights_is_a_clear_error(make_napari_viewer, qtbot, cache):

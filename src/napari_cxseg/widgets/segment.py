@@ -330,7 +330,8 @@ class SegmentWidget(QWidget):
         counts = np.bincount(np.asarray(layer.data).ravel().astype(np.int64))
         found = [c.name for k, c in label_map.classes.items() if k < len(counts) and counts[k]]
         text = f"Done: '{layer.name}' ({', '.join(found) or 'nothing found'}).{note}"
-        orientation = self._job.get("orientation")
+        self._job["done"] = True
+        orientation = (self._job.get("orientation") or "").rstrip(".")
         if orientation and names_sides(label_map.classes):
             from napari.utils.notifications import show_warning
 
@@ -375,7 +376,8 @@ class SegmentWidget(QWidget):
         self.segment_btn.setEnabled(True)
         self.cancel_btn.setEnabled(False)
         self.progress.setRange(0, 1)
-        self.progress.setValue(0)
+        # a full bar after a result, an empty one after a cancel or an error
+        self.progress.setValue(1 if getattr(self, "_job", {}).get("done") else 0)
         if self._pbar is not None:
             self._pbar.close()
             self._pbar = None
