@@ -190,3 +190,15 @@ def save_json(path: Path, obj: Any) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(obj, indent=1, default=str) + "\n")
     return path
+
+
+def child_main(command: str, n_args: int, fn: Callable[..., Any]) -> None:
+    """Entry point of a benchmark module run as a measured child: ``python bench_x.py COMMAND ARGS...``."""
+    if len(sys.argv) == n_args + 2 and sys.argv[1] == command:
+        import warnings
+
+        warnings.filterwarnings("ignore")
+        fn(*sys.argv[2:])
+    else:
+        print("run through benchmarks/run_benchmarks.py", file=sys.stderr)
+        sys.exit(2)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import Config, Row, dice_agreement, measure, python_env, time_call
+from _common import Config, Row, child_main, dice_agreement, measure, python_env, time_call
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = [ROOT / "src" / "napari_cxseg" / "sample_data" / "chest_xray.png",
@@ -216,11 +216,4 @@ def _child_naive(folder: str, out: str, device: str) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 5 and sys.argv[1] == "naive":
-        import warnings
-
-        warnings.filterwarnings("ignore")
-        _child_naive(*sys.argv[2:5])
-    else:
-        print("run through benchmarks/run_benchmarks.py", file=sys.stderr)
-        sys.exit(2)
+    child_main("naive", 3, _child_naive)

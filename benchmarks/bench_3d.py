@@ -23,7 +23,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import Config, Row, alternate, dice_agreement, measure, median_of, python_env
+from _common import (
+    Config,
+    Row,
+    alternate,
+    child_main,
+    dice_agreement,
+    measure,
+    median_of,
+    python_env,
+)
 
 DEFAULT_CARD = "ct-organs-demo"
 
@@ -207,11 +216,4 @@ def _child_predictor(bundle: str, ct: str, out: str, device: str) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 6 and sys.argv[1] == "predictor":
-        import warnings
-
-        warnings.filterwarnings("ignore")
-        _child_predictor(*sys.argv[2:6])
-    else:
-        print("run through benchmarks/run_benchmarks.py", file=sys.stderr)
-        sys.exit(2)
+    child_main("predictor", 4, _child_predictor)

@@ -422,11 +422,7 @@ class Predictor:
         mapping = source_mapping(image)
         if mapping is None:
             return None
-        k = int(probs.shape[0])
-        lut = np.zeros(k, dtype=np.int64)
-        for c, cid in card.channel_label_map(k).items():
-            if c < k:
-                lut[c] = cid
+        lut = _channel_lut(card, int(probs.shape[0]))
         return labels_on_source_grid(probs, mapping[0], mapping[1], lut, _label_dtype(card))
 
     def _to_labels(self, out: Any, discrete_ok: bool = False) -> np.ndarray:
@@ -451,12 +447,7 @@ class Predictor:
         binary = discrete_ok and bool(torch.all((t == 0) | (t == 1)))
         if card.output.activation == "softmax" and not (binary and card.output.label_map):
             idx = argmax_channels(t).numpy()
-            lm = card.channel_label_map(k)
-            lut = np.zeros(k, dtype=np.int64)
-            for c, cid in lm.items():
-                if c < k:
-                    lut[c] = cid
-            return lut[idx].astype(_label_dtype(card))
+            return _channel_lut(card, k)[idx].astype(_label_dtype(card))
         masks = t >= 0.5 if binary else t > card.output.threshold
         return combine_masks(masks.numpy(), card.channel_label_map(k), card.output.overlap,
                              card.output.priority).astype(_label_dtype(card))
@@ -630,6 +621,15 @@ def _channels_last(net: Any, nd: int) -> Any:
         net.to(memory_format=torch.channels_last_3d)
         net._cxseg_channels_last = True
     return torch.channels_last_3d
+
+
+def _channel_lut(card: ModelCard, k: int) -> np.ndarray:
+    """Class id of each of ``k`` softmax channels (the card's channel label map; 0 elsewhere)."""
+    lut = np.zeros(k, dtype=np.int64)
+    for c, cid in card.channel_label_map(k).items():
+        if c < k:
+            lut[c] = cid
+    return lut
 
 
 def _finite_image(image: Image) -> Image:

@@ -56,13 +56,13 @@ def _first(batch: list[Any]) -> Any:
 
 
 def default_workers() -> int:
-    """``NAPARI_CXSEG_BATCH_WORKERS`` when set (0: prepare in this process), else one per two cores (1-4)."""
-    env = os.environ.get("NAPARI_CXSEG_BATCH_WORKERS", "").strip()
+    """``CXSEG_BATCH_WORKERS`` when set (0: prepare in this process), else one per two cores (1-4)."""
+    env = os.environ.get("CXSEG_BATCH_WORKERS", "").strip()
     if env:
         try:
             return max(0, int(env))
         except ValueError:
-            raise CxsegError(f"NAPARI_CXSEG_BATCH_WORKERS={env!r} must be a whole number (0: no workers)") from None
+            raise CxsegError(f"CXSEG_BATCH_WORKERS={env!r} must be a whole number (0: no workers)") from None
     return max(1, min(4, (os.cpu_count() or 2) // 2))
 
 

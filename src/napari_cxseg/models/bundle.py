@@ -212,7 +212,6 @@ class BundleModel:
                         nearest_interp=True)(d)
         return d["pred"]
 
-
     def _fast_plan(self) -> list[int] | None:
         """The labels kept to their largest component when the postprocessing is the usual chain.
 
