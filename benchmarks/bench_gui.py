@@ -7,6 +7,12 @@ takes clicks on the sample CT. A 10 ms ``QTimer`` runs all along: the longest ga
 its ticks, minus 10 ms, is how long the event loop was blocked. "Visible" is the first canvas
 draw after the result layer arrived. The reference is the bare engine call in the same process
 (a new ``Predictor`` and its ``predict``; a ``PromptSession`` click).
+
+Each widget starts a background warm-up when it opens (:mod:`napari_cxseg.warmup`): the ticks
+run from before the widget is made until that warm-up has ended, and that blocking is reported
+as "widget open + warm-up"; the presses and clicks come after it. A press's blocking is also
+split into the part while the worker computes and the part while the result layer is shown. The
+click widget's "Click prompts" press (which makes the prompt layers) is measured on its own.
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ class Ticker:
         ts = np.concatenate([[t0], ts])
         gaps = np.maximum(np.diff(ts) * 1000.0 - TICK_MS, 0.0)
         return {"max_blocked_ms": float(gaps.max(initial=0.0)), "p95_blocked_ms": float(np.percentile(gaps, 95)),
-                "ticks": int(len(ts) - 2)}
+                "ticks": int(len(ts) - 2), "worst_at": float(ts[int(np.argmax(gaps))]) if len(gaps) else t0}
 
 
 def wait_for(cond: Any, timeout: float) -> bool:
@@ -69,25 +75,68 @@ def _draws(viewer: Any) -> list[float]:
     return times
 
 
+def _stamped(fn: Any, state: dict[str, Any], key: str) -> Any:
+    """``fn`` that first notes the time it was called in ``state[key]``."""
+    def call(*args: Any) -> Any:
+        state[key] = time.perf_counter()
+        return fn(*args)
+    return call
+
+
+def split_blocking(ticker: Ticker, t0: float, t_arrived: float, t_vis: float) -> dict[str, Any]:
+    """Blocking while the worker computed (``t0`` to the result's arrival) and while it was shown."""
+    return {"computing_max_blocked_ms": ticker.blocked_ms(t0, t_arrived)["max_blocked_ms"],
+            "showing_max_blocked_ms": ticker.blocked_ms(t_arrived, t_vis)["max_blocked_ms"]}
+
+
+def wait_warm_up(warm_up: Any, ticker: Ticker, t_open: float, timeout: float) -> dict[str, Any]:
+    """Run the event loop until a widget's background warm-up has ended; the blocking meanwhile.
+
+    ``warm_up`` is the widget's :class:`~napari_cxseg.warmup.WarmUp` (``None``: nothing was left
+    to warm up, e.g. another widget did it): then the blocking of 0.5 s after the widget opened.
+    """
+    if warm_up is None:
+        wait_for(lambda: False, 0.5)
+    elif not wait_for(warm_up.done.is_set, timeout):
+        raise RuntimeError(f"the widget's warm-up did not end in {timeout} s")
+    wait_for(lambda: False, 0.1)
+    t_end = time.perf_counter()
+    blocked = ticker.blocked_ms(t_open, t_end)
+    warm_steps = warm_up.steps if warm_up is not None else []
+    steps = [{"step": st.name, "at_s": round(st.start - t_open, 3), "s": round(st.seconds, 3), "thread": st.thread,
+              **({"error": st.error} if st.error else {})} for st in warm_steps]
+    # the warm-up step that overlapped the worst gap most (None: the gap came from the widget itself)
+    g0, g1 = blocked["worst_at"], blocked["worst_at"] + blocked["max_blocked_ms"] / 1000.0
+    overlap = {st.name: min(g1, st.start + st.seconds) - max(g0, st.start) for st in warm_steps}
+    during = [n for n, o in sorted(overlap.items(), key=lambda kv: -kv[1]) if o > 0]
+    blocked["worst_at"] -= t_open
+    return {"warm_up_s": 0.0 if warm_up is None else warm_up.ended - warm_up.started, "open_to_warm_s": t_end - t_open,
+            "steps": steps, "worst_during": during[0] if during else None, **blocked}
+
+
 def measure_segment(viewer: Any, layer: str, model: str, device: str = "cpu", presses: int = 2,
                     timeout: float = 900.0) -> dict[str, Any]:
     """Press Segment ``presses`` times; per press: seconds to the result and to its first draw, blocking."""
     from napari_cxseg.widgets.segment import SegmentWidget
 
+    ticker = Ticker()
+    wait_for(lambda: False, 0.1)
+    t_open = time.perf_counter()
     w = SegmentWidget(viewer)
     viewer.window.add_dock_widget(w, name="bench segment")
     w.image_combo.setCurrentText(layer)
     w.model_combo.setCurrentText(model)
     w.device_combo.setCurrentText(device)
+    opened = wait_warm_up(w.warm_up, ticker, t_open, timeout)
     draws = _draws(viewer)
     state: dict[str, Any] = {}
     w.finished_layer.connect(lambda ly: state.setdefault("t", time.perf_counter()))
     w.failed.connect(lambda m: state.setdefault("error", m))
-    ticker = Ticker()
-    wait_for(lambda: False, 0.3)
+    w._on_result = _stamped(w._on_result, state, "t_arrived")  # the result reaches the main thread
     out = []
     for _ in range(presses):
         state.clear()
+        n_layers = len(viewer.layers)
         t0 = time.perf_counter()
         w.segment_btn.click()
         if not wait_for(lambda: "t" in state or "error" in state, timeout):
@@ -100,10 +149,11 @@ def measure_segment(viewer: Any, layer: str, model: str, device: str = "cpu", pr
         t_vis = seen[0] if seen else t_res
         wait_for(lambda: w._worker is None, 10.0)
         out.append({"press_to_result_s": t_res - t0, "press_to_visible_s": t_vis - t0, "draw_seen": bool(seen),
-                    **ticker.blocked_ms(t0, t_vis)})
+                    "new_layer": len(viewer.layers) > n_layers, **ticker.blocked_ms(t0, t_vis),
+                    **split_blocking(ticker, t0, state["t_arrived"], t_vis)})
         wait_for(lambda: False, 0.2)
     ticker.timer.stop()
-    return {"presses": out}
+    return {"open": opened, "presses": out}
 
 
 def bare_predict(viewer: Any, layer: str, model: str, device: str = "cpu") -> float:
@@ -122,16 +172,24 @@ def measure_clicks(viewer: Any, layer: str, points: list[tuple[int, ...]], metho
     """Clicks in the click widget: seconds from the click to the mask on screen, and blocking."""
     from napari_cxseg.widgets.interactive import InteractiveWidget
 
+    ticker = Ticker()
+    wait_for(lambda: False, 0.1)
+    t_open = time.perf_counter()
     w = InteractiveWidget(viewer)
     viewer.window.add_dock_widget(w, name="bench clicks")
     w.image_combo.setCurrentText(layer)
     w.set_method(method)
+    opened = wait_warm_up(w.warm_up, ticker, t_open, timeout)
     draws = _draws(viewer)
     done: list[float] = []
     w.updated.connect(lambda op, secs: done.append(time.perf_counter()))
     w.failed.connect(lambda m: done.append(-1.0))
-    ticker = Ticker()
-    wait_for(lambda: False, 0.3)
+    shown: dict[str, Any] = {}
+    w._show_mask = _stamped(w._show_mask, shown, "t_arrived")
+    t0 = time.perf_counter()  # "Click prompts": the prompt layers are made, as a user starts
+    w.points_btn.click()
+    wait_for(lambda: False, 0.5)
+    prompts = ticker.blocked_ms(t0, time.perf_counter())
     out = []
     for p in points:
         n = len(done)
@@ -143,10 +201,11 @@ def measure_clicks(viewer: Any, layer: str, points: list[tuple[int, ...]], metho
         wait_for(lambda t_res=t_res: any(d >= t_res for d in draws), 2.0)
         seen = [d for d in draws if d >= t_res]
         t_vis = seen[0] if seen else t_res
-        out.append({"click_to_visible_s": t_vis - t0, **ticker.blocked_ms(t0, t_vis)})
+        out.append({"click_to_visible_s": t_vis - t0, **ticker.blocked_ms(t0, t_vis),
+                    **split_blocking(ticker, t0, shown["t_arrived"], t_vis)})
         wait_for(lambda: False, 0.2)
     ticker.timer.stop()
-    return {"clicks": out, "method": method}
+    return {"open": opened, "prompt_layers": prompts, "clicks": out, "method": method}
 
 
 def gui_session(tiny: bool = False, device: str = "cpu", viewer: Any = None) -> dict[str, Any]:
@@ -190,6 +249,22 @@ def gui_session(tiny: bool = False, device: str = "cpu", viewer: Any = None) -> 
     return res
 
 
+def _split_note(p: dict[str, Any]) -> str:
+    return (f"95th percentile {p['p95_blocked_ms']:.0f} ms; while computing {p['computing_max_blocked_ms']:.0f} ms, "
+            f"while showing the result {p['showing_max_blocked_ms']:.0f} ms")
+
+
+def _open_row(what: str, widget: str, o: dict[str, Any]) -> Row:
+    steps = o.get("steps") or []
+    slow = sorted(steps, key=lambda st: -st["s"])[:3]
+    note = (f"warm-up {o['warm_up_s']:.1f} s in thread {steps[0]['thread']!r}, slowest steps: "
+            + ", ".join(f"{st['step']} {st['s']:.1f} s" for st in slow) if steps else "nothing left to warm up")
+    return Row("gui", f"event loop blocked, {what} opens + its background warm-up", widget, o["max_blocked_ms"],
+               unit="ms", target="<= 100 ms", met=o["max_blocked_ms"] <= 100.0,
+               note=f"95th percentile {o['p95_blocked_ms']:.0f} ms; worst gap during "
+                    f"{o.get('worst_during') or 'no warm-up step (the widget itself)'}; {note}")
+
+
 def rows_for(res: dict[str, Any]) -> list[Row]:
     rows = []
     for key, what in (("ct", "sample CT, ct-organs-demo"), ("cxr", "radiograph, cxr-lungs")):
@@ -202,27 +277,40 @@ def rows_for(res: dict[str, Any]) -> list[Row]:
                         "Segment widget", last["press_to_visible_s"], "engine alone (new Predictor + predict)",
                         r["bare_predict_s"], "s", note=f"first press {r['presses'][0]['press_to_visible_s']:.2f} s; "
                         f"draw seen: {last['draw_seen']}"))
+        if "open" in r:
+            rows.append(_open_row(f"Segment widget ({key})", "Segment widget", r["open"]))
         first, later = r["presses"][0], r["presses"][1:]
-        rows.append(Row("gui", f"event loop blocked, first Segment ({key}; the worker imports torch/MONAI)",
+        made = "a new Labels layer" if first.get("new_layer") else "into an existing layer"
+        rows.append(Row("gui", f"event loop blocked, first Segment ({key}; result in {made})",
                         "Segment widget", first["max_blocked_ms"], unit="ms", target="<= 100 ms",
-                        met=first["max_blocked_ms"] <= 100.0, note=f"95th percentile {first['p95_blocked_ms']:.0f} ms"))
+                        met=first["max_blocked_ms"] <= 100.0, note=_split_note(first)))
         if later:
-            worst = max(p["max_blocked_ms"] for p in later)
-            rows.append(Row("gui", f"event loop blocked, later Segment presses ({key})", "Segment widget", worst,
-                            unit="ms", target="<= 100 ms", met=worst <= 100.0,
-                            note=f"95th percentile {max(p['p95_blocked_ms'] for p in later):.0f} ms"))
+            worst = max(later, key=lambda p: p["max_blocked_ms"])
+            rows.append(Row("gui", f"event loop blocked, later Segment presses ({key}; result into the same layer)",
+                            "Segment widget", worst["max_blocked_ms"], unit="ms", target="<= 100 ms",
+                            met=worst["max_blocked_ms"] <= 100.0, note=_split_note(worst)))
     c = res.get("clicks_ct")
     if c:
         times = [k["click_to_visible_s"] for k in c["clicks"]]
         rows.append(Row("gui", f"click to mask visible (sample CT, {c['method']}), after the first", "click widget",
                         float(np.median(times[1:] or times)), unit="s",
                         note=f"clicks: {' '.join(f'{t:.2f}' for t in times)} s"))
-        blocked = [k["max_blocked_ms"] for k in c["clicks"]]
-        rows.append(Row("gui", "event loop blocked, first click (network loaded)", "click widget", blocked[0],
-                        unit="ms", target="<= 100 ms", met=blocked[0] <= 100.0))
-        if len(blocked) > 1:
-            rows.append(Row("gui", "event loop blocked, later clicks", "click widget", max(blocked[1:]), unit="ms",
-                            target="<= 100 ms", met=max(blocked[1:]) <= 100.0))
+        if "open" in c:
+            rows.append(_open_row("click widget", "click widget", c["open"]))
+        if "prompt_layers" in c:
+            p = c["prompt_layers"]
+            rows.append(Row("gui", "event loop blocked, 'Click prompts' press (napari makes the prompt layers)",
+                            "click widget", p["max_blocked_ms"], unit="ms", target="<= 100 ms",
+                            met=p["max_blocked_ms"] <= 100.0, note=f"95th percentile {p['p95_blocked_ms']:.0f} ms"))
+        first = c["clicks"][0]
+        rows.append(Row("gui", "event loop blocked, first click (result in a new preview layer)", "click widget",
+                        first["max_blocked_ms"], unit="ms", target="<= 100 ms", met=first["max_blocked_ms"] <= 100.0,
+                        note=_split_note(first) if "computing_max_blocked_ms" in first else ""))
+        if len(c["clicks"]) > 1:
+            worst = max(c["clicks"][1:], key=lambda k: k["max_blocked_ms"])
+            rows.append(Row("gui", "event loop blocked, later clicks (preview updated)", "click widget",
+                            worst["max_blocked_ms"], unit="ms", target="<= 100 ms", met=worst["max_blocked_ms"] <= 100.0,
+                            note=_split_note(worst) if "computing_max_blocked_ms" in worst else ""))
     return rows
 
 

@@ -80,6 +80,27 @@ def test_segment_2d_gives_named_aligned_layer(make_napari_viewer, qtbot, cache):
     assert w.progress.value() == w.progress.maximum()  # a finished run shows a full bar
 
 
+def test_widget_warms_up_in_the_background_and_a_press_still_works(make_napari_viewer, qtbot, cache, monkeypatch):
+    from napari_cxseg import warmup
+    from napari_cxseg.widgets import _warmup
+
+    monkeypatch.setattr(warmup, "_claimed", set())  # as in a fresh napari session
+    monkeypatch.setattr(warmup, "_runs", [])
+    monkeypatch.delenv("CXSEG_WARMUP", raising=False)
+    monkeypatch.setattr(_warmup, "DELAY_S", 0.0)
+    viewer = make_napari_viewer()
+    viewer.add_image(np.random.default_rng(0).random((40, 30)).astype(np.float32), name="cxr")
+    w = _widget(viewer)
+    assert w.warm_up is not None
+    layer = _run(qtbot, w, "tiny2d")  # a press while (or after) it warms up
+    assert layer.name == "cxr [tiny2d]"
+    qtbot.waitUntil(w.warm_up.done.is_set, timeout=120_000)
+    names = [s.name for s in w.warm_up.steps]
+    assert "import napari_cxseg.inference" in names and "vispy dash patterns" in names
+    assert all(s.thread == "cxseg-warm-up" and not s.error for s in w.warm_up.steps), w.warm_up.steps
+    assert _widget(viewer).warm_up is None  # once per process
+
+
 def test_rerun_never_overwrites_edits_silently(make_napari_viewer, qtbot, cache, monkeypatch):
     viewer = make_napari_viewer()
     viewer.add_image(np.random.default_rng(1).random((40, 30)).astype(np.float32), name="cxr")

@@ -241,6 +241,19 @@ class InteractiveWidget(QWidget):
         for ev in ("inserted", "removed", "reordered"):
             getattr(self.viewer.layers.events, ev).connect(self._refresh_layers)
         self._refresh_layers()
+        self.warm_up = None
+        self._start_warm_up()
+
+    def _start_warm_up(self, *args: Any) -> None:
+        """Load in the background what the first click with the chosen method needs (once)."""
+        from ._warmup import warm_for_clicks
+
+        try:
+            layer = self.image_layer()
+        except CxsegError:  # no image yet: the imports still warm up
+            layer = None
+        ndim = None if layer is None or getattr(layer, "rgb", False) else layer.ndim
+        self.warm_up = warm_for_clicks(ndim, self.method()) or self.warm_up
 
     # ------------------------------------------------------------------ layer choices
     def _refresh_layers(self, event: Any = None) -> None:
@@ -271,6 +284,8 @@ class InteractiveWidget(QWidget):
             return
         self._drop_session()
         self._session_image = name or None
+        if hasattr(self, "warm_up"):  # not while __init__ fills the choices
+            self._start_warm_up()
 
     def _on_labels_changed(self, name: str) -> None:
         layer = self.labels_layer()
@@ -355,6 +370,7 @@ class InteractiveWidget(QWidget):
 
     def _on_method_changed(self, index: int = -1) -> None:
         self.bundle_box.setVisible(self.method() == "vista3d")
+        self._start_warm_up()
         self._on_backend_changed()
 
     def _on_backend_changed(self, *args: Any) -> None:

@@ -84,6 +84,7 @@ class SegmentWidget(QWidget):
         self._worker = None
         self._pbar = None
         self._extra_model_path: str | None = None
+        self._cards: dict = {}  # name -> card, as listed last (the chooser's details read them)
 
         self.image_combo = QComboBox()
         self.model_combo = QComboBox()
@@ -132,6 +133,9 @@ class SegmentWidget(QWidget):
         from ._train_models import model_events
 
         model_events().changed.connect(self._on_models_changed)
+        from ._warmup import warm_for_segment
+
+        self.warm_up = warm_for_segment()  # torch/MONAI load now, not on the first press
 
     # ------------------------------------------------------------------ choices
     def _refresh_images(self, event=None) -> None:
@@ -166,6 +170,7 @@ class SegmentWidget(QWidget):
         except Exception as exc:  # a broken user card must not kill the widget
             cards = []
             notify_error(exc, "Reading model cards")
+        self._cards = {card.name: card for card in cards}
         for card in cards:
             self.model_combo.addItem(card.name)
         if self._extra_model_path:
@@ -191,7 +196,7 @@ class SegmentWidget(QWidget):
         try:
             from ..models.cards import find_card
 
-            card = find_card(text)
+            card = self._cards.get(text) or find_card(text)  # not every card file read again
             self.largest_cc.setChecked(bool(card.output.largest_component))
             self.card_info.setText(
                 f"{card.task}\nModality: {', '.join(card.modality)} · classes: "
