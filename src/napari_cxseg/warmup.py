@@ -36,7 +36,6 @@ PREDICT_MODULES: tuple[str, ...] = (
     "napari_cxseg.device",
     "napari_cxseg.inference",
     "napari_cxseg.source_grid",
-    "napari_cxseg.percentiles",
     "napari_cxseg.models.trust",
     "napari_cxseg.models.architectures",
     "napari_cxseg.models.networks",

@@ -37,8 +37,7 @@ def warm_for_clicks(ndim: int | None, method: str) -> WarmUp | None:
     if method == "network" and ndim in (2, 3):
 
         def load_network() -> None:
-            from ..models.click_spec import DEFAULT_NETS
-            from ..models.guided import get_segmenter
+            from ..models.guided import DEFAULT_NETS, get_segmenter
 
             get_segmenter(DEFAULT_NETS[ndim], "auto")
 
