@@ -798,7 +798,9 @@ class PromptSession:
     """The interactions on one object and the mask after each (no Qt; a widget wraps it).
 
     Every interaction re-segments from all prompts so far (and ``initial_mask``), so the mask
-    never depends on the order of the clicks; the mask after each step is kept so that
+    does not depend on the order of the clicks (with the ``network`` backend, only through the
+    working grid: a click continues on the grid where the call before it ended, see
+    :mod:`napari_cxseg.models.click_state`); the mask after each step is kept so that
     :meth:`undo_last` restores the previous one exactly.
 
     Parameters
