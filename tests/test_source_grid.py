@@ -46,6 +46,9 @@ def _smooth_probs(shape, k, seed):
 
 @pytest.mark.parametrize("case", ["lps", "ras_permuted", "upsample_z", "oblique"])
 def test_labels_equal_invertd_argmax(case):
+    from scipy import ndimage as ndi
+
+    from napari_cxseg.inference import largest_components
     from napari_cxseg.source_grid import labels_on_source_grid, source_mapping
 
     if case == "lps":
@@ -68,10 +71,15 @@ def test_labels_equal_invertd_argmax(case):
     mapping = source_mapping(d["image"])
     assert mapping is not None and mapping[1] == shape
     lut = np.array([0, 3, 5, 7])
-    ours = labels_on_source_grid(probs, mapping[0], mapping[1], lut)
+    ours, boxes = labels_on_source_grid(probs, mapping[0], mapping[1], lut, return_boxes=True)
     ref = lut[_monai_labels(probs, d, compose)]
     assert ours.shape == ref.shape == shape
     assert (ours != ref).mean() < 1e-5, f"{(ours != ref).sum()} of {ours.size} voxels differ"
+    # the class boxes it gives are exactly find_objects' of its labels
+    expected = {i + 1: b for i, b in enumerate(ndi.find_objects(ours)) if b is not None}
+    assert {c: b for c, b in boxes.items() if c} == expected
+    assert len(expected) >= 2
+    np.testing.assert_array_equal(largest_components(ours, [3, 5, 7], boxes), largest_components(ours, [3, 5, 7]))
 
 
 def test_mixed_axes_are_left_to_invertd():
@@ -153,7 +161,7 @@ def test_radiograph_labels_equal_invertd(size):
     image = Image(array=arr, geometry=src.geometry, modality=src.modality, meta=dict(src.meta))
     p = Predictor("cxr-lungs", device="cpu", largest_component=False)
     fast = p.predict(image).array
-    p._fast_labels = lambda *a: None  # MONAI's Invertd + argmax
+    p._fast_labels = lambda *a: (None, None)  # MONAI's Invertd + argmax
     ref = p.predict(image).array
     assert fast.shape == ref.shape == size
     assert (fast != ref).mean() < 1e-4, f"{(fast != ref).sum()} of {fast.size} pixels differ"

@@ -191,6 +191,7 @@ class Predictor:
         image = ready.image
         # inference mode is entered per step, never across a yield: the caller's code between
         # two steps must not run under it
+        boxes = None
         if self._bundle is not None:
             probs_or_labels = yield from self._run_bundle(image, self._channels(image), cancel)
             with torch.inference_mode():
@@ -203,15 +204,16 @@ class Predictor:
             )
             with torch.inference_mode():
                 probs = self._activate(logits[0])
-                labels = self._fast_labels(probs, data["image"])
+                labels, boxes = self._fast_labels(probs, data["image"])
                 if labels is None:
                     labels = self._to_labels(self._invert(probs, data, compose))
         if image.geometry.ndim == 3:
             labels = labels.transpose(2, 1, 0)  # (x, y, z) -> held (z, y, x)
+            boxes = None if boxes is None else {c: b[::-1] for c, b in boxes.items()}
         labels = np.ascontiguousarray(labels)
         keep_largest = card.output.largest_component if self.largest_component is None else self.largest_component
         if keep_largest:
-            labels = largest_components(labels, sorted(card.classes))
+            labels = largest_components(labels, sorted(card.classes), boxes)
         return self._label_map(image, labels)
 
     def predict_probabilities(self, image: Image, cancel: CancelFn | None = None,
@@ -315,6 +317,8 @@ class Predictor:
         from monai.utils import fall_back_tuple
 
         dev = self.device
+        if hasattr(x, "as_tensor"):  # a MetaTensor: plain tensors spare every layer MONAI's metadata hook
+            x = x.as_tensor()
         x = torch.as_tensor(x).float()
         nd = x.ndim - 2
         net = self.network
@@ -406,8 +410,10 @@ class Predictor:
         )
         return d["pred"]
 
-    def _fast_labels(self, probs: Any, image: Any) -> np.ndarray | None:
-        """Softmax labels on the source grid without resampling every channel (None: not applicable).
+    def _fast_labels(self, probs: Any, image: Any) -> tuple[np.ndarray | None, dict[int, Any] | None]:
+        """Softmax labels on the source grid without resampling every channel, and class boxes.
+
+        ``(None, None)`` when not applicable.
 
         For a volume whose model space is an axis-aligned orientation/spacing of its grid, or a
         radiograph resized and padded to the card's size,
@@ -417,13 +423,11 @@ class Predictor:
         from .source_grid import labels_on_source_grid, source_mapping
 
         card = self.card
-        if card.output.activation != "softmax":
-            return None
-        mapping = source_mapping(image)
+        mapping = source_mapping(image) if card.output.activation == "softmax" else None
         if mapping is None:
-            return None
+            return None, None
         lut = _channel_lut(card, int(probs.shape[0]))
-        return labels_on_source_grid(probs, mapping[0], mapping[1], lut, _label_dtype(card))
+        return labels_on_source_grid(probs, mapping[0], mapping[1], lut, _label_dtype(card), return_boxes=True)
 
     def _to_labels(self, out: Any, discrete_ok: bool = False) -> np.ndarray:
         """Channel-first probabilities (or a bundle's discrete output) -> integer labels."""
@@ -539,11 +543,22 @@ def combine_masks(masks: np.ndarray, label_map: dict[int, int], overlap: str = "
     return out
 
 
-def largest_components(labels: np.ndarray, class_ids: list[int]) -> np.ndarray:
+def largest_components(labels: np.ndarray, class_ids: list[int],
+                       boxes: dict[int, tuple[slice, ...]] | None = None) -> np.ndarray:
     """Keep only the largest connected component of each class (MONAI ``KeepLargestConnectedComponent``).
 
     The same result as MONAI's transform with ``independent=True`` and full connectivity (its
     labelling and its choice among equal sizes), computed inside each class's bounding box.
+
+    Parameters
+    ----------
+    labels
+        Integer label image.
+    class_ids
+        The classes to clean.
+    boxes
+        Each present class's bounding box if already known (absent class: no box); default:
+        ``scipy.ndimage.find_objects``.
     """
     from scipy import ndimage as ndi
 
@@ -553,11 +568,12 @@ def largest_components(labels: np.ndarray, class_ids: list[int]) -> np.ndarray:
         return labels
     if arr.dtype.kind not in "iu" or int(arr.min()) < 0 or int(arr.max()) > 2**24:
         return _largest_components_monai(arr, ids)
-    boxes = ndi.find_objects(arr)
+    if boxes is None:
+        boxes = {i + 1: b for i, b in enumerate(ndi.find_objects(arr)) if b is not None}
     structure = ndi.generate_binary_structure(arr.ndim, arr.ndim)
     out = arr
     for c in ids:
-        box = boxes[c - 1] if c <= len(boxes) else None
+        box = boxes.get(c)
         if box is None:
             continue
         mask = arr[box] == c

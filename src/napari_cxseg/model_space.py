@@ -141,19 +141,32 @@ def _percentiles_in_one_pass() -> type:
     """MONAI's ``ScaleIntensityRangePercentiles`` with both percentiles from one call (same values).
 
     MONAI asks for the lower and the upper percentile separately: two copies and two partitions
-    of a 5-megapixel radiograph; numpy/torch give the same order statistics for both at once.
+    of a 5-megapixel radiograph; :func:`~napari_cxseg.percentiles.percentiles` gives numpy's
+    values for both from two small brackets, and the scaling runs in place (the same operations).
     """
     global _PERCENTILES
     if _PERCENTILES is None:
+        import torch
         from monai.transforms import ScaleIntensityRange, ScaleIntensityRangePercentiles
         from monai.transforms.utils_pytorch_numpy_unification import percentile
         from monai.utils import convert_to_tensor
+
+        from .percentiles import percentiles
 
         class _OnePass(ScaleIntensityRangePercentiles):
             def _normalize(self, img: Any) -> Any:
                 if self.relative:
                     return super()._normalize(img)
-                a_min, a_max = (float(v) for v in percentile(img, np.array([self.lower, self.upper])))
+                q = np.array([self.lower, self.upper])
+                # above a million elements MONAI's percentile is np.percentile: the same values from brackets
+                big = isinstance(img, torch.Tensor) and img.numel() > 1_000_000 and img.dtype == torch.float32
+                vals = np.float32(percentiles(img, q)) if big else percentile(img, q)
+                a_min, a_max = (float(v) for v in vals)
+                if isinstance(img, torch.Tensor) and img.dtype == torch.float32 and self.dtype in (np.float32, None) \
+                        and a_max != a_min and self.b_min is not None and self.b_max is not None:
+                    # ScaleIntensityRange's own operations in its order, in place (the same floats)
+                    out = (img - a_min).div_(a_max - a_min).mul_(self.b_max - self.b_min).add_(self.b_min)
+                    return out.clamp_(self.b_min, self.b_max) if self.clip else out
                 scalar = ScaleIntensityRange(a_min=a_min, a_max=a_max, b_min=self.b_min, b_max=self.b_max,
                                              clip=self.clip, dtype=self.dtype)
                 return convert_to_tensor(scalar(img), track_meta=False)

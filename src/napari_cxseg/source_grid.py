@@ -130,9 +130,93 @@ def _cells(n_out: int, axis: AxisMap) -> tuple[np.ndarray, np.ndarray]:
     return i0, (c - i0).astype(np.float32)
 
 
+class _Runs:
+    """The source indices of one axis grouped by the model cell they fall in."""
+
+    def __init__(self, i0: np.ndarray, n_cells: int) -> None:
+        self.order = np.argsort(i0, kind="stable")
+        ranks = i0[self.order]
+        cells = np.arange(n_cells)
+        self.start = np.searchsorted(ranks, cells, "left")
+        self.length = np.searchsorted(ranks, cells, "right") - self.start
+        self.referenced = self.length > 0
+
+
+def _expand(cells: np.ndarray, runs: list[_Runs]) -> tuple[list[np.ndarray], np.ndarray]:
+    """Every source voxel of the given cells: source indices per axis and the row of its cell.
+
+    ``cells`` is ``(m, nd)`` in source-axis order; a cell holds the product of its runs.
+    """
+    row = np.arange(len(cells))
+    coords: list[np.ndarray] = []
+    for j, r in enumerate(runs):
+        v = cells[row, j]
+        n = r.length[v]
+        total = int(n.sum())
+        first = np.repeat(np.cumsum(n) - n, n)
+        within = np.arange(total) - first
+        row = np.repeat(row, n)
+        coords = [np.repeat(c, n) for c in coords]
+        coords.append(r.order[np.repeat(r.start[v], n) + within])
+    return coords, row
+
+
+def _add_boxes(boxes: dict[int, list[tuple[int, int]] | None], lab: np.ndarray, coords: list[np.ndarray]) -> None:
+    """Grow ``boxes`` (class -> per-axis [lo, hi)) by the voxels at ``coords`` with labels ``lab``."""
+    ids = np.unique(lab)
+    pos = np.searchsorted(ids, lab)
+    ext = []
+    for x in coords:
+        lo = np.full(ids.size, np.iinfo(np.int64).max)
+        hi = np.full(ids.size, -1)
+        np.minimum.at(lo, pos, x)
+        np.maximum.at(hi, pos, x)
+        ext.append((lo, hi))
+    for i, c in enumerate(ids):
+        boxes[int(c)] = _box_union(boxes.get(int(c)), [(int(lo[i]), int(hi[i]) + 1) for lo, hi in ext])
+
+
+def _box_union(a: list[tuple[int, int]] | None, b: list[tuple[int, int]] | None) -> list[tuple[int, int]] | None:
+    if a is None or b is None:
+        return a if b is None else b
+    return [(min(x[0], y[0]), max(x[1], y[1])) for x, y in zip(a, b, strict=True)]
+
+
+def _uniform_boxes(cell_label: np.ndarray, keep: np.ndarray, i0s: list[np.ndarray]) -> dict[int, list[tuple[int, int]] | None]:
+    """Per class, the source extent of the uniform cells of that class (``keep``: which cells count).
+
+    One bitwise-or reduction per axis over the cells (a bit per class id below 64), then each
+    axis's present cells mapped through the source indices that fall in them.
+    """
+    nd = cell_label.ndim
+    ids = np.unique(cell_label[keep])
+    if not ids.size:
+        return {}
+    if int(ids.max()) >= 64:
+        bits = None
+    else:
+        bits = np.where(keep, np.left_shift(np.uint64(1), cell_label.astype(np.uint64)), np.uint64(0))
+    boxes: dict[int, list[tuple[int, int]] | None] = {int(c): [] for c in ids}
+    for j in range(nd):
+        others = tuple(a for a in range(nd) if a != j)
+        if bits is not None:
+            per_src = np.bitwise_or.reduce(bits, axis=others)[i0s[j]]
+        for c in ids:
+            if bits is not None:
+                idx = np.flatnonzero(per_src & np.uint64(1 << int(c)))
+            else:
+                idx = np.flatnonzero((keep & (cell_label == c)).any(axis=others)[i0s[j]])
+            boxes[int(c)].append((int(idx[0]), int(idx[-1]) + 1))
+    return boxes
+
+
 def labels_on_source_grid(probs: Any, axes: list[AxisMap], src_shape: tuple[int, ...], lut: np.ndarray,
-                          dtype: Any = np.uint8, slab_voxels: int = 2**23) -> np.ndarray:
+                          dtype: Any = np.uint8, slab_voxels: int = 2**21,
+                          return_boxes: bool = False) -> Any:
     """Argmax labels on the source grid of channel-first model-space probabilities.
+
+    Uniform cells (all corners share one strict argmax) are expanded to the source grid with one
+    ``take`` per axis; only the source voxels of the other cells are interpolated.
 
     Parameters
     ----------
@@ -147,14 +231,18 @@ def labels_on_source_grid(probs: Any, axes: list[AxisMap], src_shape: tuple[int,
     dtype
         Output dtype.
     slab_voxels
-        Source voxels handled at once (bounds the index arrays).
+        Boundary voxels interpolated at once (bounds the ``C x n`` blend).
+    return_boxes
+        Also return each class's bounding box on the source grid (as the labels give it).
 
     Returns
     -------
-    numpy.ndarray
-        Labels of shape ``src_shape``: ``lut[argmax_c resampled(probs)]``.
+    numpy.ndarray or tuple
+        Labels of shape ``src_shape``: ``lut[argmax_c resampled(probs)]``; with ``return_boxes``
+        ``(labels, boxes)``, ``boxes`` mapping each class id present to a tuple of slices.
     """
     import torch
+
 
     probs = torch.as_tensor(probs).float().contiguous()
     k = int(probs.shape[0])
@@ -175,37 +263,52 @@ def labels_on_source_grid(probs: Any, axes: list[AxisMap], src_shape: tuple[int,
         uniform &= strict[sl]
         if any(corner):
             uniform &= amax[sl] == base
-    cell_label = lut[base]
+    # cell arrays in source-axis order, so that a take per axis gives the source grid
+    perm = [a for a, *_ in axes]
+    cell_label = lut[base].astype(dtype, copy=False).transpose(perm)
+    uniform = uniform.transpose(perm)
     cells = [_cells(src_shape[j], axes[j]) for j in range(nd)]
-    flat = probs.reshape(k, -1)
+    runs = [_Runs(cells[j][0], inner[perm[j]]) for j in range(nd)]
+    out = cell_label
+    for j in np.argsort([src_shape[j] / max(inner[perm[j]], 1) for j in range(nd)]):
+        out = out.take(cells[j][0], axis=int(j))  # the smallest growth first
+    out = np.ascontiguousarray(out)
+    # only cells some source voxel falls in
+    live = np.ones(uniform.shape, bool)
+    for j, r in enumerate(runs):
+        shape = [1] * nd
+        shape[j] = -1
+        live &= r.referenced.reshape(shape)
+    todo_cells = np.argwhere(live & ~uniform)
+    boxes: dict[int, list[tuple[int, int]] | None] = {}
+    if return_boxes:
+        boxes = _uniform_boxes(cell_label, live & uniform, [c[0] for c in cells])
+    rows_of = probs.reshape(k, -1).T.contiguous()  # (model voxel, channel): a gather reads one row
     strides = np.array([int(np.prod(model_shape[a + 1:])) for a in range(nd)], np.int64)
-    out = np.empty(src_shape, dtype=dtype)
-    rows = max(1, slab_voxels // max(int(np.prod(src_shape[1:])), 1))
     lut_t = torch.as_tensor(lut, dtype=torch.int64)
-    for start in range(0, src_shape[0], rows):
-        stop = min(start + rows, src_shape[0])
-        cell: list[Any] = [None] * nd  # in model-axis order: index arrays broadcast over the slab
-        wts: list[Any] = [None] * nd
-        for j in range(nd):
-            i0, w = cells[j]
-            if j == 0:
-                i0, w = i0[start:stop], w[start:stop]
-            shape = [1] * nd
-            shape[j] = -1
-            cell[axes[j][0]] = i0.reshape(shape)
-            wts[axes[j][0]] = w.reshape(shape)
-        uni = uniform[tuple(cell)]
-        lab = cell_label[tuple(cell)].astype(dtype, copy=False)
-        todo = np.nonzero(~uni)
-        if todo[0].size:
-            c = [np.broadcast_to(cell[a], uni.shape)[todo] for a in range(nd)]
-            w = [np.broadcast_to(wts[a], uni.shape)[todo] for a in range(nd)]
-            acc = None
-            for corner in corners:
-                lin = sum((c[a] + corner[a]) * strides[a] for a in range(nd))
-                wt = np.prod([w[a] if corner[a] else 1 - w[a] for a in range(nd)], axis=0)
-                term = flat.index_select(1, torch.from_numpy(lin)) * torch.from_numpy(wt)
-                acc = term if acc is None else acc.add_(term)
-            lab[todo] = lut_t[torch.argmax(acc, dim=0)].numpy().astype(dtype, copy=False)
-        out[start:stop] = lab
-    return out
+    sizes = np.prod([runs[j].length[todo_cells[:, j]] for j in range(nd)], axis=0) if len(todo_cells) else []
+    bounds = np.cumsum(sizes)
+    first = 0
+    while first < len(todo_cells):
+        last = max(first + 1, int(np.searchsorted(bounds, bounds[first] - sizes[first] + slab_voxels, "right")))
+        coords, row = _expand(todo_cells[first:last], runs)
+        cell = todo_cells[first:last][row]
+        lin0 = sum(cell[:, j] * strides[perm[j]] for j in range(nd))
+        w = [cells[j][1][coords[j]] for j in range(nd)]
+        w1 = [1 - x for x in w]
+        acc = None
+        for corner in corners:  # model-axis order
+            lin = lin0 + int(sum(corner[perm[j]] * strides[perm[j]] for j in range(nd)))
+            wt = w[0] if corner[perm[0]] else w1[0]
+            for j in range(1, nd):
+                wt = wt * (w[j] if corner[perm[j]] else w1[j])
+            term = rows_of.index_select(0, torch.from_numpy(lin)).mul_(torch.from_numpy(wt)[:, None])
+            acc = term if acc is None else acc.add_(term)
+        lab = lut_t[torch.argmax(acc, dim=1)].numpy().astype(dtype, copy=False)
+        out[tuple(coords)] = lab
+        if return_boxes:
+            _add_boxes(boxes, lab, coords)
+        first = last
+    if not return_boxes:
+        return out
+    return out, {c: tuple(slice(a, b) for a, b in box) for c, box in boxes.items() if box is not None}

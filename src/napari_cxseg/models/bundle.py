@@ -266,12 +266,12 @@ class BundleModel:
             return None
         probs = torch.softmax(torch.as_tensor(pred).float(), dim=0)
         k = int(probs.shape[0])
-        labels = labels_on_source_grid(probs, mapping[0], mapping[1], np.arange(k),
-                                       np.uint8 if k <= 256 else np.int32)
+        labels, boxes = labels_on_source_grid(probs, mapping[0], mapping[1], np.arange(k),
+                                              np.uint8 if k <= 256 else np.int32, return_boxes=True)
         if keep:
             from ..inference import largest_components
 
-            labels = largest_components(labels, keep)
+            labels = largest_components(labels, keep, boxes)
         return labels[None]
 
 
