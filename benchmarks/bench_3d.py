@@ -102,10 +102,21 @@ def predictor_cmd(bundle: Path, ct: Path, out: Path, device: str) -> list[str]:
     return [sys.executable, str(Path(__file__).resolve()), "predictor", str(bundle), str(ct), str(out), device]
 
 
-def cli_cmd(bundle: Path, ct: Path, out: Path, device: str) -> list[str]:
+def cli_cmd(bundle: Path, ct: Path, out: Path, device: str, precision: str = "auto") -> list[str]:
     exe = Path(sys.executable).with_name("napari-cxseg")
     return [str(exe), "predict", "--model", str(bundle), "--trust", "--device", device, "--input", str(ct),
-            "--output", str(out), "--overwrite"]
+            "--output", str(out), "--overwrite", "--precision", precision]
+
+
+def bf16_run(device: str) -> str | None:
+    """Why the bfloat16 CLI run is left out here, or None when it runs (CPU with native bf16)."""
+    from napari_cxseg.device import cpu_has_fast_bf16
+
+    if not device.startswith("cpu"):
+        return f"device {device}: the default (auto) already runs the network in float16"
+    if not cpu_has_fast_bf16():
+        return "this CPU has neither AMX nor AVX512-BF16: bfloat16 would be slower than float32"
+    return None
 
 
 def monai_cmd(bundle: Path, ct: Path, out_dir: Path, device: str) -> list[str]:
@@ -138,22 +149,29 @@ def end_to_end(cfg: Config, bundle: Path, ct: Path, tag: str = "") -> dict[str, 
     work.mkdir(parents=True, exist_ok=True)
     env = python_env(cfg.threads)
     ours_p, ours_c, ref_dir = work / "predictor.nii.gz", work / "cli.nii.gz", work / "monai"
+    ours_b = work / "cli_bf16.nii.gz"
+    skip_bf16 = bf16_run(cfg.device)
 
     def run_monai() -> dict[str, Any]:
         if ref_dir.exists():
             shutil.rmtree(ref_dir)
         return measure(monai_cmd(bundle, ct, ref_dir, cfg.device), env=env, cwd=work)
 
-    runs = alternate({
+    sides = {
         "predictor": lambda: measure(predictor_cmd(bundle, ct, ours_p, cfg.device), env=env, cwd=work),
         "cli": lambda: measure(cli_cmd(bundle, ct, ours_c, cfg.device), env=env, cwd=work),
         "monai": run_monai,
-    }, cfg.repeats)
+    }
+    if skip_bf16 is None:
+        sides["cli_bf16"] = lambda: measure(cli_cmd(bundle, ct, ours_b, cfg.device, "bfloat16"), env=env, cwd=work)
+    runs = alternate(sides, cfg.repeats)
     ref, ref_aff = _labels(_monai_output(ref_dir))
     src_shape = _labels(ct)[0].shape
     res: dict[str, Any] = {"ct": str(ct), "shape": list(src_shape), "bundle": str(bundle), "runs": runs,
-                           "monai_foreground_fraction": float((ref > 0).mean())}
-    for k, path in (("predictor", ours_p), ("cli", ours_c)):
+                           "monai_foreground_fraction": float((ref > 0).mean()), "bf16_skipped": skip_bf16}
+    for k, path in (("predictor", ours_p), ("cli", ours_c), ("cli_bf16", ours_b)):
+        if k not in runs:
+            continue
         lab, aff = _labels(path)
         res[k] = {"seconds": median_of(runs[k], "seconds"), "peak_rss_mb": median_of(runs[k], "peak_rss_mb"),
                   "dice_vs_monai": dice_agreement(lab, ref) if lab.shape == ref.shape else None,
@@ -171,7 +189,11 @@ def rows_for(res: dict[str, Any], note: str) -> list[Row]:
     shape = "x".join(map(str, res["shape"]))
     m = res["monai"]
     rows = []
-    for k, name in (("predictor", "Predictor (read+predict+write)"), ("cli", "napari-cxseg predict")):
+    names = (("predictor", "Predictor (read+predict+write)"), ("cli", "napari-cxseg predict"),
+             ("cli_bf16", "napari-cxseg predict --precision bfloat16"))
+    for k, name in names:
+        if k not in res:
+            continue
         o = res[k]
         d = o["dice_vs_monai"]
         ratio_t = o["seconds"] / m["seconds"]
@@ -194,6 +216,8 @@ def run(cfg: Config) -> tuple[list[Row], dict[str, Any]]:
     cfg.log(f"[3d] {bundle.name} on {ct.name}: Predictor, CLI, monai.bundle run x{cfg.repeats} (alternated)")
     res = end_to_end(cfg, bundle, ct)
     note += f"; foreground fraction of MONAI's labels {res['monai_foreground_fraction']:.3f}"
+    if res.get("bf16_skipped"):
+        note += f"; no bfloat16 run: {res['bf16_skipped']}"
     res["note"] = note
     return rows_for(res, note), res
 

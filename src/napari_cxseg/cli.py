@@ -22,6 +22,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from .device import PRECISION_CHOICES
 from .images import CxsegError
 from .inputs import LABEL_EXTS, InputItem, collect_inputs, existing_output, output_path, read_image
 
@@ -45,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--input", "-i", required=True, help="image file, DICOM series folder, folder, CSV or MSD task")
     pr.add_argument("--output", "-o", required=True, help="output file (single input) or folder (batch)")
     pr.add_argument("--device", default="auto", help="auto (CUDA > MPS > CPU), cpu, cuda, cuda:N or mps")
+    pr.add_argument("--precision", choices=PRECISION_CHOICES, default="auto",
+                    help="network arithmetic: auto (float16 on CUDA, float32 elsewhere), float32, bfloat16 "
+                         "(about 2x faster on CPUs with AMX, labels differ in a few boundary voxels), float16")
     pr.add_argument("--trust", action="store_true", help="allow MONAI bundles whose config contains code ($ expressions)")
     pr.add_argument("--overwrite", action="store_true", help="replace existing label files")
     pr.add_argument("--format", choices=sorted(FORMATS), default="auto",
@@ -146,7 +150,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if not src.exists():
         raise CxsegError(f"input {src} does not exist")
     items, batch = collect_inputs(src)
-    predictor = Predictor(args.model, device=args.device, trust=args.trust)
+    predictor = Predictor(args.model, device=args.device, trust=args.trust, precision=args.precision)
     ext = FORMATS[args.format]
     if not batch:
         return _predict_single(predictor, items[0], Path(args.output).expanduser(), ext, args.overwrite)
@@ -160,7 +164,8 @@ def _predict_on_cluster(args: argparse.Namespace, items: list[InputItem], ext: s
 
     out = Path(args.output).expanduser()
     results = run_on_cluster(items, args.model, out, ext=ext, overwrite=args.overwrite, scheduler=args.scheduler,
-                             workers=args.workers or 2, device=args.device, trust=args.trust)
+                             workers=args.workers or 2, device=args.device, trust=args.trust,
+                             precision=args.precision)
     counts = {k: sum(r.status == k for r in results) for k in ("done", "skipped", "failed")}
     print(f"done {counts['done']}, skipped {counts['skipped']} (output exists), failed {counts['failed']} -> {out} "
           f"(summary {out / 'summary.csv'})")

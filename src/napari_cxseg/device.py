@@ -7,6 +7,8 @@ from typing import Any
 from .images import CxsegError
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+#: ``auto``: float16 autocast on CUDA, full float32 elsewhere (labels equal to a float32 run)
+PRECISION_CHOICES = ("auto", "float32", "bfloat16", "float16")
 
 
 def pick_device(requested: str | Any = "auto") -> Any:
@@ -63,3 +65,45 @@ def _mps_available() -> bool:
 
     mps = getattr(torch.backends, "mps", None)
     return bool(mps is not None and mps.is_available())
+
+
+def autocast_dtype(device: Any, precision: str = "auto") -> Any:
+    """The dtype the network runs in under ``torch.autocast``, or None for plain float32.
+
+    Parameters
+    ----------
+    device
+        The ``torch.device`` the network runs on.
+    precision
+        ``"auto"`` (float16 on CUDA, float32 elsewhere), ``"float32"``, ``"bfloat16"`` or
+        ``"float16"``. bfloat16 on a CPU pays off where it has AMX or AVX512-BF16 (Intel Xeon
+        since Sapphire Rapids): the network is about 2x faster and labels differ in a few
+        boundary voxels (the benchmark reports the Dice against float32).
+
+    Returns
+    -------
+    torch.dtype or None
+
+    Raises
+    ------
+    CxsegError
+        For an unknown precision.
+    """
+    import torch
+
+    req = (precision or "auto").strip().lower()
+    if req not in PRECISION_CHOICES:
+        raise CxsegError(f"unknown precision '{precision}' (use one of {', '.join(PRECISION_CHOICES)})")
+    kind = torch.device(device).type
+    if req == "auto":
+        return torch.float16 if kind == "cuda" else None
+    return None if req == "float32" else getattr(torch, req)
+
+
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AMX tiles or AVX512-BF16)."""
+    import torch
+
+    cpu = getattr(torch, "cpu", None)
+    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    return any(bool(getattr(cpu, c, lambda: False)()) for c in checks)

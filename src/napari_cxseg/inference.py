@@ -74,6 +74,9 @@ class Predictor:
     largest_component
         Override the card's ``output.largest_component`` (None: use the card's); also settable
         as the attribute of the same name.
+    precision
+        The network's arithmetic (:func:`~napari_cxseg.device.autocast_dtype`): ``"auto"``
+        (float16 autocast on CUDA, float32 elsewhere), ``"float32"``, ``"bfloat16"``, ``"float16"``.
 
     Raises
     ------
@@ -83,11 +86,13 @@ class Predictor:
     """
 
     def __init__(self, card: ModelCard | str | Path, device: Any = "auto", trust: bool = False,
-                 network: Any = None, largest_component: bool | None = None) -> None:
-        from .device import pick_device
+                 network: Any = None, largest_component: bool | None = None, precision: str = "auto") -> None:
+        from .device import autocast_dtype, pick_device
 
         self.card = card if isinstance(card, ModelCard) else find_card(card)
         self.device = pick_device(device)
+        self.precision = precision
+        self._amp = autocast_dtype(self.device, precision)
         self.trust = bool(trust)
         self._network = network
         self._own_network = network is None  # a caller's network (training) keeps its layout
@@ -354,7 +359,7 @@ class Predictor:
                 win = torch.cat([x[(slice(None), slice(None), *s)] for s in group]).to(dev)
                 if layout is not None:
                     win = win.contiguous(memory_format=layout)
-                ctx = torch.autocast("cuda", dtype=torch.float16) if cuda else nullcontext()
+                ctx = torch.autocast(dev.type, dtype=self._amp) if self._amp is not None else nullcontext()
                 with ctx:
                     pred = net(win)
                 if isinstance(pred, list | tuple):

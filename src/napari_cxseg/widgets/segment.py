@@ -26,6 +26,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..device import PRECISION_CHOICES
 from ._layers import (
     add_label_map,
     apply_array,
@@ -48,11 +49,12 @@ if TYPE_CHECKING:
 OTHER_MODEL = "Other (bundle / card file)..."
 
 
-def _segment_job(image, card, device: str, trust: bool, largest_component: bool | None):
+def _segment_job(image, card, device: str, trust: bool, largest_component: bool | None, precision: str = "auto"):
     """Generator run in a worker: yields (done, total), returns the LabelMap."""
     from ..inference import Predictor
 
-    predictor = Predictor(card, device=device, trust=trust, largest_component=largest_component)
+    predictor = Predictor(card, device=device, trust=trust, largest_component=largest_component,
+                          precision=precision)
     gen = predictor.iter_predict(image)
     while True:
         try:
@@ -90,6 +92,12 @@ class SegmentWidget(QWidget):
         self.model_combo = QComboBox()
         self.device_combo = QComboBox()
         self.device_combo.addItems(["auto", "cpu", "cuda", "mps"])
+        self.precision_combo = QComboBox()
+        self.precision_combo.addItems(list(PRECISION_CHOICES))
+        self.precision_combo.setToolTip(
+            "auto: float16 on CUDA, float32 elsewhere. bfloat16: about 2x faster on CPUs with AMX "
+            "(recent Intel Xeon); labels can differ in a few boundary voxels."
+        )
         self.largest_cc = QCheckBox("keep largest component per class")
         self.largest_cc.setChecked(True)
         self.card_info = QLabel()
@@ -110,6 +118,7 @@ class SegmentWidget(QWidget):
         form.addRow(self.orientation_info)
         form.addRow("Model", self.model_combo)
         form.addRow("Device", self.device_combo)
+        form.addRow("Precision", self.precision_combo)
         form.addRow(self.largest_cc)
         buttons = QHBoxLayout()
         buttons.addWidget(self.segment_btn)
@@ -288,6 +297,7 @@ class SegmentWidget(QWidget):
             self.device_combo.currentText(),
             trust,
             self.largest_cc.isChecked(),
+            self.precision_combo.currentText(),
             _ignore_errors=True,
         )
         worker.yielded.connect(self._on_progress)
