@@ -51,3 +51,41 @@ def test_radiograph_intensity_equals_monai(clip):
     ours = intensity_transforms(spec)[0]({"image": x.clone()})["image"]
     ref = ScaleIntensityRangePercentiles(0.5, 99.5, 0.0, 1.0, clip=clip, channel_wise=True)(x.clone())
     assert torch.equal(torch.as_tensor(ours), torch.as_tensor(ref))
+
+
+def _small_arrays():
+    rng = np.random.default_rng(11)
+    for n in (1 << 17, 600_001, 1_000_000):
+        yield f"normal {n}", rng.normal(size=n).astype(np.float32)
+        yield f"12-bit {n}", np.round(rng.random(n) ** 2 * 4095).astype(np.float32)
+        yield f"ties {n}", rng.integers(0, 3, n).astype(np.float32)
+        yield f"sorted {n}", np.sort(rng.exponential(size=n).astype(np.float32))
+
+
+@pytest.mark.parametrize("q", [[0.5, 99.5], [0.0, 1.0, 50.0, 100.0], [25.0, 25.0001], [33.3]])
+def test_torch_quantiles_equal_torch_quantile(q):
+    from monai.transforms.utils_pytorch_numpy_unification import percentile
+
+    from napari_cxseg.percentiles import torch_quantiles
+
+    for name, a in _small_arrays():
+        x = torch.from_numpy(a).reshape(-1, 1)
+        ref = percentile(x, np.asarray(q))  # MONAI's: torch.quantile at or below a million elements
+        ours = torch_quantiles(x, q)
+        assert ours.dtype == torch.float32 and torch.equal(ours, ref), f"{name}: {ours} != {ref}"
+    nan = torch.from_numpy(np.r_[np.float32(np.nan), np.arange(200_000, dtype=np.float32)])
+    assert torch.isnan(torch_quantiles(nan, [50.0])).all()
+
+
+@pytest.mark.parametrize("shape", [(1, 1000, 1000), (1, 700, 600)])
+def test_radiograph_intensity_equals_monai_below_a_million_pixels(shape):
+    from monai.transforms import ScaleIntensityRangePercentiles
+
+    from napari_cxseg.model_space import intensity_transforms
+
+    rng = np.random.default_rng(3)
+    x = torch.as_tensor(np.round(rng.random(shape) ** 1.5 * 4095).astype(np.float32))
+    spec = {"type": "percentiles", "lower": 0.5, "upper": 99.5, "b_min": 0.0, "b_max": 1.0, "clip": True}
+    ours = intensity_transforms(spec)[0]({"image": x.clone()})["image"]
+    ref = ScaleIntensityRangePercentiles(0.5, 99.5, 0.0, 1.0, clip=True, channel_wise=True)(x.clone())
+    assert torch.equal(torch.as_tensor(ours), torch.as_tensor(ref))

@@ -151,16 +151,22 @@ def _percentiles_in_one_pass() -> type:
         from monai.transforms.utils_pytorch_numpy_unification import percentile
         from monai.utils import convert_to_tensor
 
-        from .percentiles import percentiles
+        from .percentiles import percentiles, torch_quantiles
 
         class _OnePass(ScaleIntensityRangePercentiles):
             def _normalize(self, img: Any) -> Any:
                 if self.relative:
                     return super()._normalize(img)
                 q = np.array([self.lower, self.upper])
-                # above a million elements MONAI's percentile is np.percentile: the same values from brackets
-                big = isinstance(img, torch.Tensor) and img.numel() > 1_000_000 and img.dtype == torch.float32
-                vals = np.float32(percentiles(img, q)) if big else percentile(img, q)
+                # MONAI's percentile is np.percentile above a million elements, torch.quantile below:
+                # the same values of each from brackets
+                exact = isinstance(img, torch.Tensor) and img.dtype == torch.float32 and img.device.type == "cpu"
+                if exact and img.numel() > 1_000_000:
+                    vals = np.float32(percentiles(img, q))
+                elif exact:
+                    vals = torch_quantiles(img, q)
+                else:
+                    vals = percentile(img, q)
                 a_min, a_max = (float(v) for v in vals)
                 if isinstance(img, torch.Tensor) and img.dtype == torch.float32 and self.dtype in (np.float32, None) \
                         and a_max != a_min and self.b_min is not None and self.b_max is not None:

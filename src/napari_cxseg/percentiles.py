@@ -8,6 +8,10 @@ pass counts the pixels below the bracket and gathers those inside, and only thos
 partitioned. When a rank falls outside its bracket (it practically never does) or the data hold
 a NaN, the full ``np.percentile`` runs. The final interpolation is numpy's ``linear`` method
 written out (its ``_lerp``), so the values are numpy's own.
+
+At or below a million elements MONAI's ``percentile`` calls ``torch.quantile`` instead, which sorts
+the whole image (about 90 ms for a 1000 x 1000 radiograph on two cores): :func:`torch_quantiles`
+gives its values from the same brackets, with its float32 ranks and ``torch.lerp``.
 """
 
 from __future__ import annotations
@@ -18,7 +22,11 @@ import numpy as np
 
 #: below this many elements numpy's own partition is fast enough
 SMALL = 1 << 20
+#: below this many elements the bracket is the whole array (the subsample takes every element)
+SMALL_TORCH = 1 << 17
 _SUBSAMPLE = 1 << 16
+#: ranks this close to either end are gathered with their whole tail in one pass
+_TAIL = 0.05
 
 
 def percentiles(x: Any, q: Any) -> np.ndarray:
@@ -54,6 +62,39 @@ def percentiles(x: Any, q: Any) -> np.ndarray:
     return np.asarray(_lerp(lo, hi, virtual - prev), dtype=np.float64)
 
 
+def torch_quantiles(x: Any, q: Any) -> Any:
+    """``torch.quantile(x, q / 100)`` over all elements of a float32 CPU tensor, from brackets.
+
+    Parameters
+    ----------
+    x
+        float32 CPU tensor (any shape; all elements count).
+    q
+        Percentiles in [0, 100] (cast to float32 after dividing by 100, as MONAI's ``percentile`` does).
+
+    Returns
+    -------
+    torch.Tensor
+        float32 values equal to ``torch.quantile(x.flatten(), torch.tensor(q / 100, dtype=float32))``.
+    """
+    import torch
+
+    qs = torch.as_tensor(np.asarray(q, dtype=np.float64).reshape(-1) / 100.0, dtype=x.dtype)
+    flat = x.detach().reshape(-1)
+    n = int(flat.numel())
+    a = flat.numpy() if n >= SMALL_TORCH and x.dtype == torch.float32 and x.device.type == "cpu" else None
+    if a is None or np.isnan(a.max()):
+        return torch.quantile(flat, qs)
+    ranks = qs * (n - 1)  # float32, as in ATen's quantile
+    below, above = ranks.long(), ranks.ceil().long()
+    found = _order_statistics(a, np.unique(np.concatenate([below.numpy(), above.numpy()])))
+    if found is None:
+        return torch.quantile(flat, qs)
+    lo = torch.tensor([found[int(r)] for r in below], dtype=x.dtype)
+    hi = torch.tensor([found[int(r)] for r in above], dtype=x.dtype)
+    return torch.lerp(lo, hi, ranks - below)
+
+
 def _lerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
     """numpy's quantile interpolation (``numpy.lib._function_base_impl._lerp``)."""
     diff = b - a
@@ -84,10 +125,10 @@ def _order_statistics(a: np.ndarray, ranks: np.ndarray) -> dict[int, Any] | None
         above_v = sub[i_hi] if i_hi < m - 1 else None
         if below_v is None and above_v is None:
             return None  # the bracket is the whole array: nothing to gain
-        if below_v is None:
-            inside = a[a <= above_v]
+        if below_v is None or (above_v is not None and p_hi <= _TAIL):
+            inside = a[a <= above_v]  # a low tail: one pass gathers it all (everything below counts too)
             below = 0
-        elif above_v is None:
+        elif above_v is None or p_lo >= 1.0 - _TAIL:
             inside = a[a >= below_v]
             below = n - inside.size
         else:
