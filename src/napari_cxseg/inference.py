@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from .images import CxsegError, Image, LabelMap
-from .model_space import input_array, preprocess, select_channels, to_metatensor
+from .model_space import contiguous_tensor, input_array, preprocess, select_channels, to_metatensor
 from .models.cards import ModelCard, find_card
 
 ProgressFn = Callable[[int, int], None]
@@ -213,7 +213,7 @@ class Predictor:
                 if labels is None:
                     labels = self._to_labels(self._invert(probs, data, compose))
         if image.geometry.ndim == 3:
-            labels = labels.transpose(2, 1, 0)  # (x, y, z) -> held (z, y, x)
+            labels = contiguous_tensor(labels.transpose(2, 1, 0)).numpy()  # (x, y, z) -> held (z, y, x)
             boxes = None if boxes is None else {c: b[::-1] for c, b in boxes.items()}
         labels = np.ascontiguousarray(labels)
         keep_largest = card.output.largest_component if self.largest_component is None else self.largest_component
