@@ -2,7 +2,7 @@
 
 Run::
 
-    python benchmarks/run_benchmarks.py [--quick] [--out DIR] [--parts 3d,2d,editing,gui,growth]
+    python benchmarks/run_benchmarks.py [--quick] [--out DIR] [--parts 3d,2d,editing,gui,growth,runtimes]
                                         [--bundle DIR] [--ct FILE] [--repeats N] [--threads N]
 
 Parts (each a module next to this one):
@@ -15,6 +15,8 @@ Parts (each a module next to this one):
 ``gui``      Segment press to labels visible, click to mask visible and the event-loop
              blocking, in a real napari viewer (under ``xvfb-run -a`` without a display).
 ``growth``   seconds and peak memory against volume size and number of radiographs (PNG + JSON).
+``runtimes`` the ``cxr-lungs`` and ``ct-organs-demo`` networks alone: eager PyTorch vs channels-last,
+             TorchScript (traced, frozen), bfloat16 autocast and ONNX Runtime, warm ms, output agreement.
 
 Prints one table (ours, reference, ratio, agreement, target, met) and writes
 ``DIR/results.json`` and ``DIR/growth.png`` (default DIR: ``benchmarks/results``). Needs the
@@ -38,7 +40,7 @@ if str(HERE) not in sys.path:
 
 from _common import Config, Row, machine, save_json  # noqa: E402
 
-PARTS = ("3d", "2d", "editing", "gui", "growth")
+PARTS = ("3d", "2d", "editing", "gui", "growth", "runtimes")
 
 
 def run_part(name: str, cfg: Config) -> tuple[list[Row], dict[str, Any]]:
@@ -46,7 +48,8 @@ def run_part(name: str, cfg: Config) -> tuple[list[Row], dict[str, Any]]:
     import importlib
 
     module = importlib.import_module({"3d": "bench_3d", "2d": "bench_2d", "editing": "bench_editing",
-                                      "gui": "bench_gui", "growth": "bench_growth"}[name])
+                                      "gui": "bench_gui", "growth": "bench_growth",
+                                      "runtimes": "bench_runtimes"}[name])
     return module.run(cfg)
 
 

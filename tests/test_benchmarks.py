@@ -106,3 +106,37 @@ def test_growth_part_and_suite_output(cfg, tmp_path):
     assert run_benchmarks.main(["--tiny", "--parts", "editing", "--out", str(out)]) == 0
     data = json.loads((out / "results.json").read_text())
     assert data["rows"] and data["machine"]["nproc"] and not data["errors"]
+
+
+def _check_runtime_rows(rows):
+    assert {r.case for r in rows} == {"tiny 2D UNet network 1x1x32x32 warm latency",
+                                      "tiny 3D UNet network 1x1x16x16x16 warm latency"}
+    for r in rows:
+        assert r.part == "runtimes" and r.reference.startswith("eager") and r.ref_value > 0
+        if r.ours_value is None:  # could not run here: the row says why
+            assert r.note.startswith("not measured:")
+        else:
+            assert r.ours_value > 0 and r.agreement is not None and "max|diff|" in r.note
+    assert sum("channels-last" in r.ours for r in rows) >= 1 and sum("TorchScript" in r.ours for r in rows) == 2
+    return [r for r in rows if r.ours.startswith("ONNX Runtime")]
+
+
+def test_runtimes_part(cfg):
+    import bench_runtimes
+
+    rows, raw = bench_runtimes.run(cfg)
+    onnx_rows = _check_runtime_rows(rows)
+    assert len(onnx_rows) == 2
+    ts = [r for r in rows if "TorchScript" in r.ours]
+    assert all(r.ours_value and r.extra["argmax_equal"] > 0.99 for r in ts)
+    assert not list((cfg.out / "runtimes").rglob("*.onnx"))  # the exported file is temporary
+    assert raw["tiny 2D UNet"]["ms"][bench_runtimes.REFERENCE] > 0
+
+
+def test_runtimes_part_without_onnxruntime(cfg, monkeypatch):
+    import bench_runtimes
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails as if not installed
+    onnx_rows = _check_runtime_rows(bench_runtimes.run(cfg)[0])
+    assert len(onnx_rows) == 2
+    assert all(r.ours_value is None and "not importable" in r.note for r in onnx_rows)
