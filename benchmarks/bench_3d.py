@@ -102,10 +102,18 @@ def predictor_cmd(bundle: Path, ct: Path, out: Path, device: str) -> list[str]:
     return [sys.executable, str(Path(__file__).resolve()), "predictor", str(bundle), str(ct), str(out), device]
 
 
-def cli_cmd(bundle: Path, ct: Path, out: Path, device: str, precision: str = "auto") -> list[str]:
+def cli_cmd(bundle: Path, ct: Path, out: Path, device: str, precision: str = "auto",
+            runtime: str = "auto") -> list[str]:
     exe = Path(sys.executable).with_name("napari-cxseg")
     return [str(exe), "predict", "--model", str(bundle), "--trust", "--device", device, "--input", str(ct),
-            "--output", str(out), "--overwrite", "--precision", precision]
+            "--output", str(out), "--overwrite", "--precision", precision, "--runtime", runtime]
+
+
+def onnx_side(device: str) -> bool:
+    """Whether 'auto' runs ONNX Runtime here (then a '--runtime torch' side is measured too)."""
+    from napari_cxseg.models.onnx_runtime import onnx_available
+
+    return device.startswith("cpu") and onnx_available()
 
 
 def bf16_run(device: str) -> str | None:
@@ -148,6 +156,7 @@ def end_to_end(cfg: Config, bundle: Path, ct: Path, tag: str = "") -> dict[str, 
     work = cfg.out / "3d" / (tag or ct.name.split(".")[0])
     work.mkdir(parents=True, exist_ok=True)
     env = python_env(cfg.threads)
+    env["CXSEG_CACHE_DIR"] = str(cfg.out / "cache")  # the ONNX export lands here, not in the user's cache
     ours_p, ours_c, ref_dir = work / "predictor.nii.gz", work / "cli.nii.gz", work / "monai"
     ours_b = work / "cli_bf16.nii.gz"
     skip_bf16 = bf16_run(cfg.device)
@@ -162,6 +171,13 @@ def end_to_end(cfg: Config, bundle: Path, ct: Path, tag: str = "") -> dict[str, 
         "cli": lambda: measure(cli_cmd(bundle, ct, ours_c, cfg.device), env=env, cwd=work),
         "monai": run_monai,
     }
+    with_torch = onnx_side(cfg.device)
+    if with_torch:
+        ours_t = work / "cli_torch.nii.gz"
+        sides["cli_torch"] = lambda: measure(cli_cmd(bundle, ct, ours_t, cfg.device, runtime="torch"), env=env,
+                                             cwd=work)
+        # exported to ONNX and checked once, untimed: like the weights, once per model and machine
+        measure(cli_cmd(bundle, ct, ours_c, cfg.device), env=env, cwd=work)
     if skip_bf16 is None:
         sides["cli_bf16"] = lambda: measure(cli_cmd(bundle, ct, ours_b, cfg.device, "bfloat16"), env=env, cwd=work)
     runs = alternate(sides, cfg.repeats)
@@ -169,7 +185,8 @@ def end_to_end(cfg: Config, bundle: Path, ct: Path, tag: str = "") -> dict[str, 
     src_shape = _labels(ct)[0].shape
     res: dict[str, Any] = {"ct": str(ct), "shape": list(src_shape), "bundle": str(bundle), "runs": runs,
                            "monai_foreground_fraction": float((ref > 0).mean()), "bf16_skipped": skip_bf16}
-    for k, path in (("predictor", ours_p), ("cli", ours_c), ("cli_bf16", ours_b)):
+    for k, path in (("predictor", ours_p), ("cli", ours_c), ("cli_torch", work / "cli_torch.nii.gz"),
+                    ("cli_bf16", ours_b)):
         if k not in runs:
             continue
         lab, aff = _labels(path)
@@ -180,7 +197,9 @@ def end_to_end(cfg: Config, bundle: Path, ct: Path, tag: str = "") -> dict[str, 
                     "peak_rss_mb": median_of(runs["monai"], "peak_rss_mb"),
                     "same_grid_as_input": ref.shape == src_shape and np.allclose(ref_aff, _labels(ct)[1], atol=1e-4)}
     inner = [json.loads(r["stdout"].strip().splitlines()[-1]) for r in runs["predictor"]]
-    res["predictor"]["inner_seconds"] = {k: float(np.median([i[k] for i in inner])) for k in inner[0]}
+    res["predictor"]["inner_seconds"] = {k: float(np.median([i[k] for i in inner])) for k in inner[0]
+                                         if k != "runtime"}
+    res["predictor"]["runtime"] = inner[0].get("runtime")
     return res
 
 
@@ -190,6 +209,7 @@ def rows_for(res: dict[str, Any], note: str) -> list[Row]:
     m = res["monai"]
     rows = []
     names = (("predictor", "Predictor (read+predict+write)"), ("cli", "napari-cxseg predict"),
+             ("cli_torch", "napari-cxseg predict --runtime torch"),
              ("cli_bf16", "napari-cxseg predict --precision bfloat16"))
     for k, name in names:
         if k not in res:
@@ -216,6 +236,8 @@ def run(cfg: Config) -> tuple[list[Row], dict[str, Any]]:
     cfg.log(f"[3d] {bundle.name} on {ct.name}: Predictor, CLI, monai.bundle run x{cfg.repeats} (alternated)")
     res = end_to_end(cfg, bundle, ct)
     note += f"; foreground fraction of MONAI's labels {res['monai_foreground_fraction']:.3f}"
+    if res["predictor"].get("runtime"):
+        note += f"; Predictor and 'predict' (runtime auto) ran the network in {res['predictor']['runtime']}"
     if res.get("bf16_skipped"):
         note += f"; no bfloat16 run: {res['bf16_skipped']}"
     res["note"] = note
@@ -232,11 +254,13 @@ def _child_predictor(bundle: str, ct: str, out: str, device: str) -> None:
     t1 = time.perf_counter()
     image = cxio.read(ct)[0]
     t2 = time.perf_counter()
-    labels = Predictor(bundle, device=device, trust=True).predict(image)
+    predictor = Predictor(bundle, device=device, trust=True)
+    labels = predictor.predict(image)
     t3 = time.perf_counter()
     cxio.write_labels(labels, out, overwrite=True)
     t4 = time.perf_counter()
-    print(json.dumps({"import": t1 - t0, "read": t2 - t1, "load+predict": t3 - t2, "write": t4 - t3}))
+    print(json.dumps({"import": t1 - t0, "read": t2 - t1, "load+predict": t3 - t2, "write": t4 - t3,
+                      "runtime": predictor.runtime}))
 
 
 if __name__ == "__main__":

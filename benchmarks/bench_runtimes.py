@@ -12,6 +12,7 @@ that drifts in machine load hit all alike:
 * eager PyTorch under ``torch.inference_mode`` (the reference of every row);
 * eager channels-last (3D only, as ``Predictor`` runs 3D networks, ``inference._channels_last``);
 * TorchScript, ``torch.jit.freeze(torch.jit.trace(...))``;
+* ``torch.compile`` (inductor; needs a C++ compiler), compile time in the note;
 * eager under ``torch.autocast("cpu", dtype=torch.bfloat16)``, only where the CPU computes
   bfloat16 natively (:func:`napari_cxseg.device.cpu_has_fast_bf16`; 3D channels-last as
   ``Predictor(precision="bfloat16")``); elsewhere the row says why not;
@@ -175,6 +176,25 @@ def _torchscript(net: Any, x: Any) -> Runner:
     return Runner(label, _eager(ts, x))
 
 
+def _compiled(net: Any, x: Any) -> Runner:
+    """``torch.compile`` (inductor); its compile time, paid once per process and shape, in the note."""
+    import torch
+
+    label = "torch.compile (inductor)"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fn = torch.compile(copy.deepcopy(net).eval())
+            t = time.perf_counter()
+            with torch.inference_mode():
+                fn(x)
+            took = time.perf_counter() - t
+    except Exception as e:  # noqa: BLE001 - the row must say why, not the part fail
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+        return Runner(label, None, f"not measured: compile failed ({type(e).__name__}: {first})")
+    return Runner(label, _eager(fn, x), f"compile and first call {took:.1f} s, paid again in every process")
+
+
 def _export(net: Any, x: Any, path: str) -> str:
     """Export ``net`` to ``path``; which exporter did it."""
     import torch
@@ -233,7 +253,7 @@ def runners(case: Case, folder: Path) -> list[Runner]:
     Returns
     -------
     list of Runner
-        Eager, eager channels-last (3D), TorchScript, bfloat16 autocast, ONNX Runtime; a runtime
+        Eager, eager channels-last (3D), TorchScript, torch.compile, bfloat16 autocast, ONNX Runtime; a runtime
         that cannot run here has ``fn`` None and the reason in ``note``.
     """
     from napari_cxseg.device import cpu_has_fast_bf16
@@ -244,6 +264,7 @@ def runners(case: Case, folder: Path) -> list[Runner]:
     if nd == 3:
         out.append(Runner("eager channels-last (as Predictor)", _eager(cl_net, cl_x)))
     out.append(_torchscript(case.net, case.x))
+    out.append(_compiled(case.net, case.x))
     bf16 = "eager bfloat16 autocast" + (" channels-last" if nd == 3 else "")
     if cpu_has_fast_bf16():
         out.append(Runner(bf16, _eager(cl_net, cl_x, bf16=True)))

@@ -168,6 +168,25 @@ def test_missing_weights_is_a_clear_error(make_napari_viewer, qtbot, cache):
     assert [ly.name for ly in viewer.layers] == ["cxr"]
 
 
+def test_runtime_and_precision_reach_the_predictor(make_napari_viewer, qtbot, cache):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.random.default_rng(2).random((40, 30)).astype(np.float32), name="cxr")
+    w = _widget(viewer)
+    assert [w.runtime_combo.itemText(i) for i in range(w.runtime_combo.count())] == ["auto", "torch", "onnx"]
+    w.device_combo.setCurrentText("cpu")
+    w.runtime_combo.setCurrentText("onnx")
+    w.precision_combo.setCurrentText("bfloat16")  # ONNX Runtime computes float32 only: said, not ignored
+    w.model_combo.setCurrentText("tiny2d")
+    with qtbot.waitSignal(w.failed, timeout=60_000) as sig:
+        w.run()
+    assert "runtime 'onnx' cannot be used" in sig.args[0] and "float32 only" in sig.args[0]
+    qtbot.waitUntil(lambda: w._worker is None, timeout=30_000)
+    w.precision_combo.setCurrentText("auto")
+    layer = _run(qtbot, w, "tiny2d")  # exported, checked and run in ONNX Runtime
+    assert layer.data.shape == (40, 30)
+    assert list((cache / "onnx").glob("*.onnx")) and list((cache / "onnx").glob("*.ok"))
+
+
 # ---------------------------------------------------------------------- no lost work
 
 

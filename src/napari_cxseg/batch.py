@@ -40,17 +40,19 @@ class CaseResult:
     worker: str = ""
 
 
-def _predictor(model: str, device: str, trust: bool, precision: str = "auto") -> Any:
-    key = (model, device, trust, precision)
+def _predictor(model: str, device: str, trust: bool, precision: str = "auto", runtime: str = "auto") -> Any:
+    key = (model, device, trust, precision, runtime)
     if key not in _PREDICTORS:
         from .inference import Predictor
 
-        _PREDICTORS[key] = Predictor(model, device=device, trust=trust, precision=precision).load()
+        _PREDICTORS[key] = Predictor(model, device=device, trust=trust, precision=precision,
+                                       runtime=runtime).load()
     return _PREDICTORS[key]
 
 
 def predict_case(item: Any, model: str, out_dir: str, ext: str | None, overwrite: bool, device: str = "cpu",
-                 trust: bool = False, threads: int | None = None, precision: str = "auto") -> CaseResult:
+                 trust: bool = False, threads: int | None = None, precision: str = "auto",
+                 runtime: str = "auto") -> CaseResult:
     """Segment one case and write its labels (runs on a worker).
 
     Returns
@@ -70,7 +72,7 @@ def predict_case(item: Any, model: str, out_dir: str, ext: str | None, overwrite
     try:
         image = read_image(item)
         target = output_path(Path(out_dir), item.stem, image, ext)
-        labels = _predictor(model, device, trust, precision).predict(image)
+        labels = _predictor(model, device, trust, precision, runtime).predict(image)
         cxio.write_labels(labels, target, overwrite=overwrite)
         return CaseResult(item.stem, str(item.path), str(target), "done", time.time() - t0, worker=worker)
     except CxsegError as e:
@@ -83,7 +85,8 @@ def predict_case(item: Any, model: str, out_dir: str, ext: str | None, overwrite
 def run_on_cluster(items: Sequence[Any], model: str, out_dir: str | Path, ext: str | None = None,
                    overwrite: bool = False, scheduler: str | None = None, workers: int = 2,
                    device: str = "cpu", trust: bool = False, threads_per_worker: int = 1,
-                   progress: bool = True, precision: str = "auto") -> list[CaseResult]:
+                   progress: bool = True, precision: str = "auto",
+                   runtime: str = "auto") -> list[CaseResult]:
     """Run a batch on a Dask cluster; returns one :class:`CaseResult` per case (summary CSV written).
 
     Parameters
@@ -103,7 +106,7 @@ def run_on_cluster(items: Sequence[Any], model: str, out_dir: str | Path, ext: s
         Address of a running scheduler (``tcp://host:8786``); None starts a ``LocalCluster``.
     workers
         Worker processes of the LocalCluster.
-    device, trust, precision
+    device, trust, precision, runtime
         As for the Predictor, on every worker.
     threads_per_worker
         torch threads per worker (the LocalCluster's threads per worker too).
@@ -133,7 +136,7 @@ def run_on_cluster(items: Sequence[Any], model: str, out_dir: str | Path, ext: s
         client = Client(cluster)
     try:
         futures = [client.submit(predict_case, it, model, str(out), ext, overwrite, device, trust, threads_per_worker,
-                                 precision,
+                                 precision, runtime,
                                  key=f"cxseg-{i}-{it.stem}", pure=False) for i, it in enumerate(todo)]
         bar = _bar(len(futures), progress)
         for fut in as_completed(futures):

@@ -25,6 +25,7 @@ from typing import Any
 from .device import PRECISION_CHOICES
 from .images import CxsegError
 from .inputs import LABEL_EXTS, InputItem, collect_inputs, existing_output, output_path, read_image
+from .models.onnx_runtime import RUNTIME_CHOICES
 
 PROG = "napari-cxseg"
 FORMATS = {"auto": None, "nii.gz": ".nii.gz", "nii": ".nii", "png": ".png", "dcm": ".dcm"}
@@ -49,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--precision", choices=PRECISION_CHOICES, default="auto",
                     help="network arithmetic: auto (float16 on CUDA, float32 elsewhere), float32, bfloat16 "
                          "(about 2x faster on CPUs with AMX, labels differ in a few boundary voxels), float16")
+    pr.add_argument("--runtime", choices=RUNTIME_CHOICES, default="auto",
+                    help="what computes the network on CPU: auto (ONNX Runtime when installed and the precision is "
+                         "float32, exported once to the cache and checked equal; else PyTorch), torch, onnx")
     pr.add_argument("--trust", action="store_true", help="allow MONAI bundles whose config contains code ($ expressions)")
     pr.add_argument("--overwrite", action="store_true", help="replace existing label files")
     pr.add_argument("--format", choices=sorted(FORMATS), default="auto",
@@ -150,7 +154,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if not src.exists():
         raise CxsegError(f"input {src} does not exist")
     items, batch = collect_inputs(src)
-    predictor = Predictor(args.model, device=args.device, trust=args.trust, precision=args.precision)
+    predictor = Predictor(args.model, device=args.device, trust=args.trust, precision=args.precision,
+                          runtime=args.runtime)
     ext = FORMATS[args.format]
     if not batch:
         return _predict_single(predictor, items[0], Path(args.output).expanduser(), ext, args.overwrite)
@@ -165,7 +170,7 @@ def _predict_on_cluster(args: argparse.Namespace, items: list[InputItem], ext: s
     out = Path(args.output).expanduser()
     results = run_on_cluster(items, args.model, out, ext=ext, overwrite=args.overwrite, scheduler=args.scheduler,
                              workers=args.workers or 2, device=args.device, trust=args.trust,
-                             precision=args.precision)
+                             precision=args.precision, runtime=args.runtime)
     counts = {k: sum(r.status == k for r in results) for k in ("done", "skipped", "failed")}
     print(f"done {counts['done']}, skipped {counts['skipped']} (output exists), failed {counts['failed']} -> {out} "
           f"(summary {out / 'summary.csv'})")

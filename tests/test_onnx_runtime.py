@@ -1,0 +1,128 @@
+"""ONNX Runtime for the network on CPU: resolved choice, export cached and checked equal, fallbacks."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from napari_cxseg.images import CxsegError
+from napari_cxseg.inference import Predictor
+from napari_cxseg.models import onnx_runtime as ox
+from napari_cxseg.models.cache import weights_dir
+from napari_cxseg.models.cards import card_from_dict
+from test_precision import CARD, _volume
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture
+def tiny_card(tmp_path, monkeypatch):
+    """The 3D test card with seeded weights in a cache of its own (a card-built network, as users have)."""
+    from monai.networks.nets import UNet
+
+    monkeypatch.setenv("CXSEG_CACHE_DIR", str(tmp_path / "cache"))
+
+    torch.manual_seed(1)
+    net = UNet(spatial_dims=3, in_channels=1, out_channels=2, channels=(4, 8), strides=(2,))
+    weights_dir().mkdir(parents=True, exist_ok=True)
+    torch.save(net.state_dict(), weights_dir() / "onnx-tiny.pt")
+    spec = dict(CARD, name="onnx-tiny", weights={"source": "file", "file": "onnx-tiny.pt"})
+    return card_from_dict(spec, origin="onnx-tiny")
+
+
+def test_resolve_runtime_choices(monkeypatch):
+    cpu = torch.device("cpu")
+    assert ox.resolve_runtime("torch", cpu, None, True) == "torch"
+    assert ox.resolve_runtime("auto", cpu, None, True) == "onnx"  # onnx and onnxruntime are test dependencies
+    assert ox.resolve_runtime("AUTO", cpu, torch.bfloat16, True) == "torch"
+    assert ox.resolve_runtime("auto", cpu, None, False) == "torch"
+    assert ox.resolve_runtime("auto", torch.device("cuda"), None, True) == "torch"
+    with pytest.raises(CxsegError, match="float32 only"):
+        ox.resolve_runtime("onnx", cpu, torch.bfloat16, True)
+    with pytest.raises(CxsegError, match="CPU only"):
+        ox.resolve_runtime("onnx", torch.device("cuda"), None, True)
+    with pytest.raises(CxsegError, match="stays in PyTorch"):
+        ox.resolve_runtime("onnx", cpu, None, False)
+    with pytest.raises(CxsegError, match="unknown runtime 'tensorrt'"):
+        ox.resolve_runtime("tensorrt", cpu, None, True)
+    monkeypatch.setattr(ox, "onnx_available", lambda: False)
+    assert ox.resolve_runtime("auto", cpu, None, True) == "torch"
+    with pytest.raises(CxsegError, match=r"pip install 'napari-cxseg\[onnx\]'"):
+        ox.resolve_runtime("onnx", cpu, None, True)
+
+
+def test_onnx_labels_equal_torch_and_export_is_cached(tiny_card, monkeypatch):
+    img = _volume()
+    fast = Predictor(tiny_card, device="cpu")
+    assert fast.runtime == "onnx"
+    labels = fast.predict(img).array
+    ref = Predictor(tiny_card, device="cpu", runtime="torch").predict(img).array
+    assert labels.any() and (labels == ref).mean() > 0.9999
+    files = sorted(p.suffix for p in ox.onnx_dir().iterdir())
+    assert files == [".ok", ".onnx"]  # one window shape; no temporary files left
+    ok = next(ox.onnx_dir().glob("*.ok")).read_text()
+    assert '"argmax_equal"' in ok and '"max_abs_diff"' in ok
+
+    # a second Predictor (another process, a Dask worker) loads the checked file: no export, no check
+    monkeypatch.setattr(ox, "_export", lambda *a: pytest.fail("exported again"))
+    monkeypatch.setattr(ox, "compare", lambda *a: pytest.fail("checked again"))
+    again = Predictor(tiny_card, device="cpu", runtime="onnx")
+    np.testing.assert_array_equal(again.predict(img).array, labels)
+
+
+def test_export_key_follows_the_weights_and_window(tiny_card):
+    from napari_cxseg.models.networks import load_network
+
+    net = load_network(tiny_card)
+    k = ox.export_key(net, (1, 32, 32, 32))
+    assert k == ox.export_key(load_network(tiny_card), (1, 32, 32, 32))
+    assert k != ox.export_key(net, (1, 48, 32, 32))
+    with torch.no_grad():
+        next(net.parameters()).add_(1e-3)  # fine-tuned: a new export
+    assert k != ox.export_key(net, (1, 32, 32, 32))
+
+
+def test_a_runtime_that_disagrees_is_refused_or_left_for_torch(tiny_card, monkeypatch):
+    img = _volume()
+    real_call = ox.OnnxNetwork.__call__
+    monkeypatch.setattr(ox.OnnxNetwork, "__call__", lambda self, x: real_call(self, x) + 0.5)
+    with pytest.raises(CxsegError, match="differ from PyTorch's"):
+        Predictor(tiny_card, device="cpu", runtime="onnx").predict(img)
+    assert not list(ox.onnx_dir().glob("*.onnx")) and not list(ox.onnx_dir().glob("*.ok"))
+
+    auto = Predictor(tiny_card, device="cpu")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        labels = auto.predict(img).array
+    assert auto.runtime == "torch" and any("running the network in PyTorch" in str(w.message) for w in seen)
+    np.testing.assert_array_equal(labels, Predictor(tiny_card, device="cpu", runtime="torch").predict(img).array)
+
+
+def test_failed_export_names_the_model(tiny_card, monkeypatch):
+    def broken(*a):
+        raise RuntimeError("unsupported operator")
+
+    monkeypatch.setattr(ox, "_export", broken)
+    with pytest.raises(CxsegError, match="model onnx-tiny: export to ONNX failed .*unsupported operator"):
+        Predictor(tiny_card, device="cpu", runtime="onnx").predict(_volume())
+    assert not list(ox.onnx_dir().iterdir())  # the temporary file is gone
+
+
+def test_cli_and_batch_pass_the_runtime_on(tmp_path, tiny_card, monkeypatch):
+    import napari_cxseg.batch as batch
+    from napari_cxseg.cli import build_parser
+
+    parse = build_parser().parse_args
+    assert parse(["predict", "-m", "x", "-i", "in", "-o", "out", "--runtime", "torch"]).runtime == "torch"
+    assert parse(["predict", "-m", "x", "-i", "in", "-o", "out"]).runtime == "auto"
+    card_file = tmp_path / "onnx-tiny.yaml"
+    card_file.write_text(yaml.safe_dump(dict(CARD, name="onnx-tiny",
+                                             weights={"source": "file", "file": "onnx-tiny.pt"})))
+    monkeypatch.setattr(batch, "_PREDICTORS", {})
+    a = batch._predictor(str(card_file), "cpu", False, "auto", "torch")
+    b = batch._predictor(str(card_file), "cpu", False, "auto", "onnx")
+    assert a is not b and a.runtime == "torch" and b.runtime == "onnx"
