@@ -16,11 +16,11 @@ that drifts in machine load hit all alike:
 * eager under ``torch.autocast("cpu", dtype=torch.bfloat16)``, only where the CPU computes
   bfloat16 natively (:func:`napari_cxseg.device.cpu_has_fast_bf16`; 3D channels-last as
   ``Predictor(precision="bfloat16")``); elsewhere the row says why not;
-* ONNX Runtime: ``torch.onnx.export`` to a temporary file under ``cfg.out``, ``onnx.checker``,
-  an ``InferenceSession`` on the ``CPUExecutionProvider`` with ``intra_op_num_threads`` =
-  ``torch.get_num_threads()`` and spinning off (its idle threads must not slow the torch calls
-  alternated with it). Without ``onnx`` / ``onnxruntime`` (not project dependencies) or when
-  the export fails, the row has no value and a note giving the reason.
+* ONNX Runtime, as ``Predictor(runtime="onnx")`` runs it
+  (:func:`napari_cxseg.models.onnx_runtime.onnx_network`: exported with a dynamic batch,
+  ``onnx.checker``, checked against PyTorch, ``CPUExecutionProvider`` with torch's thread count and
+  spinning off) into a temporary folder under ``cfg.out``. Without ``onnx`` / ``onnxruntime`` (the
+  ``[onnx]`` extra) or when the export fails, the row has no value and a note giving the reason.
 
 Every output is checked against eager: max abs difference of the logits, fraction of voxels
 with the same argmax and the mean Dice of the argmax labels (the row's agreement). CPU only
@@ -31,7 +31,6 @@ with the same argmax and the mean Dice of the argmax labels (the row's agreement
 from __future__ import annotations
 
 import copy
-import importlib.util
 import statistics
 import tempfile
 import time
@@ -195,49 +194,28 @@ def _compiled(net: Any, x: Any) -> Runner:
     return Runner(label, _eager(fn, x), f"compile and first call {took:.1f} s, paid again in every process")
 
 
-def _export(net: Any, x: Any, path: str) -> str:
-    """Export ``net`` to ``path``; which exporter did it."""
-    import torch
-
-    kw: dict[str, Any] = {"input_names": ["x"], "output_names": ["logits"]}
-    why = "onnxscript not installed"
-    if importlib.util.find_spec("onnxscript") is not None:
-        try:
-            torch.onnx.export(net, (x,), path, dynamo=True, **kw)
-            return "torch.export-based exporter"
-        except Exception as e:  # noqa: BLE001 - fall back to the TorchScript-based exporter
-            why = f"dynamo export failed: {type(e).__name__}"
-    torch.onnx.export(net, (x,), path, dynamo=False, opset_version=17, **kw)
-    return f"TorchScript-based exporter, opset 17 ({why})"
-
-
 def _onnxruntime(net: Any, x: Any, folder: Path) -> Runner:
+    """What ``Predictor(runtime="onnx")`` runs (:func:`napari_cxseg.models.onnx_runtime.onnx_network`)."""
     import torch
+
+    from napari_cxseg.models.onnx_runtime import OPSET, onnx_available, onnx_network
 
     label = "ONNX Runtime (CPUExecutionProvider)"
-    try:
-        import onnx
-        import onnxruntime as ort
-    except ImportError as e:
-        return Runner(label, None, f"not measured: onnx/onnxruntime not importable ({type(e).__name__}: {e})")
+    if not onnx_available():
+        return Runner(label, None, "not measured: onnx/onnxruntime not importable (pip install 'napari-cxseg[onnx]')")
     folder.mkdir(parents=True, exist_ok=True)
     try:
-        with tempfile.TemporaryDirectory(dir=folder, prefix="onnx.") as tmp, warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            path = str(Path(tmp) / "net.onnx")
-            exporter = _export(copy.deepcopy(net).eval(), x, path)
-            onnx.checker.check_model(path)
-            so = ort.SessionOptions()
-            so.intra_op_num_threads = torch.get_num_threads()
-            so.inter_op_num_threads = 1
-            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+        with tempfile.TemporaryDirectory(dir=folder, prefix="onnx.") as tmp:
+            t = time.perf_counter()
+            runner = onnx_network(copy.deepcopy(net).eval(), tuple(int(s) for s in x.shape[1:]), "bench", Path(tmp))
+            took = time.perf_counter() - t
     except Exception as e:  # noqa: BLE001 - the row must say why, not the part fail
-        return Runner(label, None, f"not measured: ONNX export/check/session failed "
-                                   f"({type(e).__name__}: {str(e)[:300]})")
-    feed = {sess.get_inputs()[0].name: np.ascontiguousarray(x.numpy(), np.float32)}
-    return Runner(label, lambda: np.asarray(sess.run(None, feed)[0], np.float32),
-                  f"onnxruntime {ort.__version__}, {exporter}, {so.intra_op_num_threads} threads, no spinning")
+        return Runner(label, None, f"not measured: {type(e).__name__}: {str(e)[:300]}")
+    import onnxruntime as ort
+
+    return Runner(label, lambda: runner(x).numpy(),
+                  f"onnxruntime {ort.__version__}, opset {OPSET}, {torch.get_num_threads()} threads, no spinning; "
+                  f"export and check {took:.1f} s, once per model (cached)")
 
 
 def runners(case: Case, folder: Path) -> list[Runner]:

@@ -68,7 +68,7 @@ def test_onnx_labels_equal_torch_and_export_is_cached(tiny_card, monkeypatch):
     assert '"argmax_equal"' in ok and '"max_abs_diff"' in ok
 
     # a second Predictor (another process, a Dask worker) loads the checked file: no export, no check
-    monkeypatch.setattr(ox, "_export", lambda *a: pytest.fail("exported again"))
+    monkeypatch.setattr(ox, "export", lambda *a: pytest.fail("exported again"))
     monkeypatch.setattr(ox, "compare", lambda *a: pytest.fail("checked again"))
     again = Predictor(tiny_card, device="cpu", runtime="onnx")
     np.testing.assert_array_equal(again.predict(img).array, labels)
@@ -93,6 +93,10 @@ def test_a_runtime_that_disagrees_is_refused_or_left_for_torch(tiny_card, monkey
     with pytest.raises(CxsegError, match="differ from PyTorch's"):
         Predictor(tiny_card, device="cpu", runtime="onnx").predict(img)
     assert not list(ox.onnx_dir().glob("*.onnx")) and not list(ox.onnx_dir().glob("*.ok"))
+    assert len(list(ox.onnx_dir().glob("*.refused"))) == 1  # later processes do not export again
+    monkeypatch.setattr(ox, "export", lambda *a: pytest.fail("exported again"))
+    with pytest.raises(CxsegError, match="refused for it before .*delete the file"):
+        Predictor(tiny_card, device="cpu", runtime="onnx").predict(img)
 
     auto = Predictor(tiny_card, device="cpu")
     with warnings.catch_warnings(record=True) as seen:
@@ -106,7 +110,7 @@ def test_failed_export_names_the_model(tiny_card, monkeypatch):
     def broken(*a):
         raise RuntimeError("unsupported operator")
 
-    monkeypatch.setattr(ox, "_export", broken)
+    monkeypatch.setattr(ox, "export", broken)
     with pytest.raises(CxsegError, match="model onnx-tiny: export to ONNX failed .*unsupported operator"):
         Predictor(tiny_card, device="cpu", runtime="onnx").predict(_volume())
     assert not list(ox.onnx_dir().iterdir())  # the temporary file is gone
@@ -126,3 +130,61 @@ def test_cli_and_batch_pass_the_runtime_on(tmp_path, tiny_card, monkeypatch):
     a = batch._predictor(str(card_file), "cpu", False, "auto", "torch")
     b = batch._predictor(str(card_file), "cpu", False, "auto", "onnx")
     assert a is not b and a.runtime == "torch" and b.runtime == "onnx"
+
+
+def test_a_replaced_export_is_checked_again(tiny_card):
+    img = _volume()
+    labels = Predictor(tiny_card, device="cpu", runtime="onnx").predict(img).array
+    onnx_file = next(ox.onnx_dir().glob("*.onnx"))
+    record = next(ox.onnx_dir().glob("*.ok"))
+    record.write_text(record.read_text().replace('"sha256": "', '"sha256": "0'))  # no longer this file's hash
+    before = record.read_text()
+    np.testing.assert_array_equal(Predictor(tiny_card, device="cpu", runtime="onnx").predict(img).array, labels)
+    assert record.read_text() != before and ox._sha256(onnx_file) in record.read_text()
+
+
+def test_list_outputs_and_unwritable_cache(tiny_card, monkeypatch):
+    from monai.networks.nets import UNet
+
+    class Deep(torch.nn.Module):  # a deep-supervision style forward: a list of outputs, logits first
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(3)
+            self.net = UNet(spatial_dims=3, in_channels=1, out_channels=2, channels=(4, 8), strides=(2,))
+
+        def forward(self, x):
+            y = self.net(x)
+            return [y, y[:, :1]]
+
+    net = Deep().eval()
+    runner = ox.onnx_network(net, (1, 16, 16, 16), "deep")
+    x = torch.rand(3, 1, 16, 16, 16)
+    with torch.inference_mode():
+        np.testing.assert_allclose(runner(x).numpy(), net(x)[0].numpy(), atol=1e-4)
+
+    def no_space(*a, **k):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(ox.tempfile, "mkstemp", no_space)
+    with pytest.raises(CxsegError, match=r"model onnx-tiny: ONNX Runtime could not be used \(.*\.onnx: PermissionError"):
+        Predictor(tiny_card, device="cpu", runtime="onnx").predict(_volume())
+    auto = Predictor(tiny_card, device="cpu")
+    with pytest.warns(UserWarning, match="running the network in PyTorch"):
+        auto.predict(_volume())
+    assert auto.runtime == "torch"
+
+
+def test_background_export_keeps_this_run_in_torch_and_the_next_in_onnx(tiny_card):
+    img = _volume()
+    first = Predictor(tiny_card, device="cpu", background_export=True)
+    labels = first.predict(img).array
+    assert first.runtime == "torch"  # the export runs in another process, not under the caller's GIL
+    procs = list(ox._BACKGROUND.values())
+    assert procs and all(p.name.startswith("cxseg-onnx-export-") for p in procs)
+    procs[-1].join(timeout=300)
+    assert procs[-1].exitcode == 0
+    net = first.network
+    assert ox.export_state(net, (1, 32, 32, 32)) == "ready"
+    second = Predictor(tiny_card, device="cpu", background_export=True)
+    again = second.predict(img).array
+    assert second.runtime == "onnx" and (again == labels).mean() > 0.9999

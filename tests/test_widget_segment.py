@@ -168,7 +168,7 @@ def test_missing_weights_is_a_clear_error(make_napari_viewer, qtbot, cache):
     assert [ly.name for ly in viewer.layers] == ["cxr"]
 
 
-def test_runtime_and_precision_reach_the_predictor(make_napari_viewer, qtbot, cache):
+def test_runtime_and_precision_reach_the_predictor(make_napari_viewer, qtbot, cache, monkeypatch):
     viewer = make_napari_viewer()
     viewer.add_image(np.random.default_rng(2).random((40, 30)).astype(np.float32), name="cxr")
     w = _widget(viewer)
@@ -182,9 +182,14 @@ def test_runtime_and_precision_reach_the_predictor(make_napari_viewer, qtbot, ca
     assert "runtime 'onnx' cannot be used" in sig.args[0] and "float32 only" in sig.args[0]
     qtbot.waitUntil(lambda: w._worker is None, timeout=30_000)
     w.precision_combo.setCurrentText("auto")
-    layer = _run(qtbot, w, "tiny2d")  # exported, checked and run in ONNX Runtime
+    layer = _run(qtbot, w, "tiny2d")  # PyTorch this time; exported and checked in another process
     assert layer.data.shape == (40, 30)
-    assert list((cache / "onnx").glob("*.onnx")) and list((cache / "onnx").glob("*.ok"))
+    qtbot.waitUntil(lambda: bool(list((cache / "onnx").glob("*.ok"))), timeout=300_000)
+    assert list((cache / "onnx").glob("*.onnx"))
+    before = np.array(layer.data)
+    _asks(monkeypatch, w, "replace")
+    assert _run(qtbot, w, "tiny2d") is layer  # now in ONNX Runtime: the same labels
+    assert (np.asarray(layer.data) == before).mean() > 0.999
 
 
 # ---------------------------------------------------------------------- no lost work

@@ -135,8 +135,8 @@ def run_on_cluster(items: Sequence[Any], model: str, out_dir: str | Path, ext: s
                                processes=True, dashboard_address=None)
         client = Client(cluster)
     try:
-        futures = [client.submit(predict_case, it, model, str(out), ext, overwrite, device, trust, threads_per_worker,
-                                 precision, runtime,
+        futures = [client.submit(predict_case, it, model, str(out), ext, overwrite, device=device, trust=trust,
+                                 threads=threads_per_worker, precision=precision, runtime=runtime,
                                  key=f"cxseg-{i}-{it.stem}", pure=False) for i, it in enumerate(todo)]
         bar = _bar(len(futures), progress)
         for fut in as_completed(futures):

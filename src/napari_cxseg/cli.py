@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "(about 2x faster on CPUs with AMX, labels differ in a few boundary voxels), float16")
     pr.add_argument("--runtime", choices=RUNTIME_CHOICES, default="auto",
                     help="what computes the network on CPU: auto (ONNX Runtime when installed and the precision is "
-                         "float32, exported once to the cache and checked equal; else PyTorch), torch, onnx")
+                         "float32: about 0.8x of PyTorch's time, exported once to the cache and checked against PyTorch's "
+                         "logits; a few near-tie voxels may take the other label; else PyTorch), torch, onnx")
     pr.add_argument("--trust", action="store_true", help="allow MONAI bundles whose config contains code ($ expressions)")
     pr.add_argument("--overwrite", action="store_true", help="replace existing label files")
     pr.add_argument("--format", choices=sorted(FORMATS), default="auto",

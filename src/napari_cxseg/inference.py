@@ -35,6 +35,7 @@ import numpy as np
 from .images import CxsegError, Image, LabelMap
 from .model_space import contiguous_tensor, input_array, preprocess, select_channels, to_metatensor
 from .models.cards import ModelCard, find_card
+from .models.onnx_runtime import first_output
 
 ProgressFn = Callable[[int, int], None]
 CancelFn = Callable[[], bool]
@@ -81,8 +82,12 @@ class Predictor:
     runtime
         What computes the windows (:func:`~napari_cxseg.models.onnx_runtime.resolve_runtime`):
         ``"auto"`` (ONNX Runtime on CPU in float32 when installed, about 0.8x of PyTorch's time,
-        exported once and checked equal; else PyTorch), ``"torch"`` or ``"onnx"``. The attribute
-        ``runtime`` holds the resolved choice.
+        exported once and checked against PyTorch's logits; a near-tie voxel may take the other
+        label; else PyTorch), ``"torch"`` or ``"onnx"``. The attribute ``runtime`` holds what runs.
+    background_export
+        With the ONNX runtime, export a network that has no checked export yet in a separate
+        process and run this prediction in PyTorch (the Segment widget: an export in the viewer's
+        process would hold its event loop for seconds); later Predictors find it ready.
 
     Raises
     ------
@@ -93,7 +98,7 @@ class Predictor:
 
     def __init__(self, card: ModelCard | str | Path, device: Any = "auto", trust: bool = False,
                  network: Any = None, largest_component: bool | None = None, precision: str = "auto",
-                 runtime: str = "auto") -> None:
+                 runtime: str = "auto", background_export: bool = False) -> None:
         from .device import autocast_dtype, pick_device
         from .models.onnx_runtime import resolve_runtime
 
@@ -106,6 +111,7 @@ class Predictor:
         self._own_network = network is None  # a caller's network (training) keeps its layout
         self.runtime = resolve_runtime(runtime, self.device, self._amp, self._own_network)
         self._runtime_asked = runtime
+        self.background_export = bool(background_export)
         self._onnx: dict[tuple[int, ...], Any] = {}  # window shape -> OnnxNetwork
         self._bundle = None
         self.largest_component = largest_component
@@ -339,7 +345,6 @@ class Predictor:
         nd = x.ndim - 2
         size0 = tuple(int(s) for s in x.shape[2:])
         roi = tuple(int(r) for r in fall_back_tuple(roi_size, size0))
-        net, layout = self._window_network((int(x.shape[1]), *roi))
         size = tuple(max(size0[i], roi[i]) for i in range(nd))
         pad: list[int] = []
         for k in range(nd - 1, -1, -1):
@@ -361,6 +366,9 @@ class Predictor:
         out = count = None
         out_dev = dev
         yield 0, n_batches
+        if cancel is not None and cancel():
+            raise Cancelled(f"prediction with {self.card.name} cancelled")
+        net, layout = self._window_network((int(x.shape[1]), *roi))  # an ONNX export takes seconds
         for b in range(n_batches):
             if cancel is not None and cancel():
                 raise Cancelled(f"prediction with {self.card.name} cancelled")
@@ -372,11 +380,7 @@ class Predictor:
                 ctx = torch.autocast(dev.type, dtype=self._amp) if self._amp is not None else nullcontext()
                 with ctx:
                     pred = net(win)
-                if isinstance(pred, list | tuple):
-                    pred = pred[0]
-                elif isinstance(pred, dict):
-                    pred = next(iter(pred.values()))
-                pred = torch.as_tensor(pred).float()
+                pred = torch.as_tensor(first_output(pred)).float()
                 if tuple(pred.shape[2:]) != roi:
                     raise CxsegError(
                         f"model {self.card.name}: the network returned windows of {tuple(pred.shape[2:])} for "
@@ -406,10 +410,13 @@ class Predictor:
 
     def _window_network(self, window: tuple[int, ...]) -> tuple[Any, Any]:
         """What computes a batch of windows of ``window`` (C x roi), and the input's memory layout."""
-        if self.runtime == "onnx":
-            if window not in self._onnx:
-                from .models.onnx_runtime import onnx_network
+        if self.runtime == "onnx" and window not in self._onnx:
+            from .models.onnx_runtime import export_state, onnx_network, start_background_export
 
+            if self.background_export and export_state(self.network, window) == "missing":
+                start_background_export(self.network, window, self.card.name)
+                self.runtime = "torch"  # this time; the next Predictor finds the export ready
+            else:
                 try:
                     self._onnx[window] = onnx_network(self.network, window, self.card.name)
                 except CxsegError as e:
@@ -417,8 +424,8 @@ class Predictor:
                         raise
                     warnings.warn(f"{e}; running the network in PyTorch", stacklevel=3)
                     self.runtime = "torch"
-            if self.runtime == "onnx":
-                return self._onnx[window], None
+        if self.runtime == "onnx":
+            return self._onnx[window], None
         net = self.network
         return net, (_channels_last(net, len(window) - 1) if self._own_network else None)
 
@@ -500,6 +507,7 @@ class Predictor:
         xm = data[bundle.image_key]
         ws = bundle.window_settings()
         if ws is None:
+            self.runtime = "torch"  # the bundle's own inferer calls its network
             yield 0, 1
             if cancel is not None and cancel():
                 raise Cancelled(f"prediction with {self.card.name} cancelled")

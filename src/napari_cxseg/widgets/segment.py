@@ -56,7 +56,7 @@ def _segment_job(image, card, device: str, trust: bool, largest_component: bool 
     from ..inference import Predictor
 
     predictor = Predictor(card, device=device, trust=trust, largest_component=largest_component,
-                          precision=precision, runtime=runtime)
+                          precision=precision, runtime=runtime, background_export=True)
     gen = predictor.iter_predict(image)
     while True:
         try:
@@ -104,7 +104,9 @@ class SegmentWidget(QWidget):
         self.runtime_combo.addItems(list(RUNTIME_CHOICES))
         self.runtime_combo.setToolTip(
             "auto: ONNX Runtime on CPU in float32 when installed (about 0.8x of PyTorch's time; the network "
-            "is exported once to the cache and checked equal), PyTorch otherwise."
+            "is exported once to the cache, in a background process while this run uses PyTorch, and checked "
+            "against PyTorch; a few near-tie voxels may differ), "
+            "PyTorch otherwise. torch: PyTorch's own labels."
         )
         self.largest_cc = QCheckBox("keep largest component per class")
         self.largest_cc.setChecked(True)
