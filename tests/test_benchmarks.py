@@ -52,9 +52,9 @@ def test_3d_part(cfg):
         assert res["cli_bf16"]["dice_vs_monai"] is not None
     else:
         assert "bfloat16" in res["note"]
-    expected.add("napari-cxseg predict --runtime torch")  # onnxruntime is a test dependency: auto runs it
-    assert res["predictor"]["runtime"] == "onnx" and "ran the network in onnx" in res["note"]
-    assert res["cli_torch"]["same_grid_as_input"] and res["cli_torch"]["dice_vs_monai"] is not None
+    expected.add("napari-cxseg predict --runtime onnx")  # onnxruntime is a test dependency
+    assert res["predictor"]["runtime"] == "torch" and "ran the network in torch" in res["note"]
+    assert res["cli_onnx"]["same_grid_as_input"] and res["cli_onnx"]["dice_vs_monai"] is not None
     assert {r.ours for r in rows} == expected
     assert res["predictor"]["same_grid_as_input"] and res["cli"]["same_grid_as_input"]
     assert res["predictor"]["dice_vs_monai"] is not None

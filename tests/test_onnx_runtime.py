@@ -38,6 +38,8 @@ def test_resolve_runtime_choices(monkeypatch):
     cpu = torch.device("cpu")
     assert ox.resolve_runtime("torch", cpu, None, True) == "torch"
     assert ox.resolve_runtime("auto", cpu, None, True) == "onnx"  # onnx and onnxruntime are test dependencies
+    assert ox.resolve_runtime("auto", cpu, None, True, spatial_dims=3) == "torch"  # 3D: no faster, more memory
+    assert ox.resolve_runtime("onnx", cpu, None, True, spatial_dims=3) == "onnx"
     assert ox.resolve_runtime("AUTO", cpu, torch.bfloat16, True) == "torch"
     assert ox.resolve_runtime("auto", cpu, None, False) == "torch"
     assert ox.resolve_runtime("auto", torch.device("cuda"), None, True) == "torch"
@@ -57,7 +59,8 @@ def test_resolve_runtime_choices(monkeypatch):
 
 def test_onnx_labels_equal_torch_and_export_is_cached(tiny_card, monkeypatch):
     img = _volume()
-    fast = Predictor(tiny_card, device="cpu")
+    assert Predictor(tiny_card, device="cpu").runtime == "torch"  # auto: 3D networks stay in PyTorch
+    fast = Predictor(tiny_card, device="cpu", runtime="onnx")
     assert fast.runtime == "onnx"
     labels = fast.predict(img).array
     ref = Predictor(tiny_card, device="cpu", runtime="torch").predict(img).array
@@ -98,6 +101,7 @@ def test_a_runtime_that_disagrees_is_refused_or_left_for_torch(tiny_card, monkey
     with pytest.raises(CxsegError, match="refused for it before .*delete the file"):
         Predictor(tiny_card, device="cpu", runtime="onnx").predict(img)
 
+    monkeypatch.setattr(ox, "AUTO_ONNX_DIMS", (2, 3))  # auto as it is for 2D networks
     auto = Predictor(tiny_card, device="cpu")
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
@@ -168,6 +172,7 @@ def test_list_outputs_and_unwritable_cache(tiny_card, monkeypatch):
     monkeypatch.setattr(ox.tempfile, "mkstemp", no_space)
     with pytest.raises(CxsegError, match=r"model onnx-tiny: ONNX Runtime could not be used \(.*\.onnx: PermissionError"):
         Predictor(tiny_card, device="cpu", runtime="onnx").predict(_volume())
+    monkeypatch.setattr(ox, "AUTO_ONNX_DIMS", (2, 3))
     auto = Predictor(tiny_card, device="cpu")
     with pytest.warns(UserWarning, match="running the network in PyTorch"):
         auto.predict(_volume())
@@ -176,7 +181,7 @@ def test_list_outputs_and_unwritable_cache(tiny_card, monkeypatch):
 
 def test_background_export_keeps_this_run_in_torch_and_the_next_in_onnx(tiny_card):
     img = _volume()
-    first = Predictor(tiny_card, device="cpu", background_export=True)
+    first = Predictor(tiny_card, device="cpu", runtime="onnx", background_export=True)
     labels = first.predict(img).array
     assert first.runtime == "torch"  # the export runs in another process, not under the caller's GIL
     procs = list(ox._BACKGROUND.values())
@@ -185,6 +190,6 @@ def test_background_export_keeps_this_run_in_torch_and_the_next_in_onnx(tiny_car
     assert procs[-1].exitcode == 0
     net = first.network
     assert ox.export_state(net, (1, 32, 32, 32)) == "ready"
-    second = Predictor(tiny_card, device="cpu", background_export=True)
+    second = Predictor(tiny_card, device="cpu", runtime="onnx", background_export=True)
     again = second.predict(img).array
     assert second.runtime == "onnx" and (again == labels).mean() > 0.9999

@@ -1,8 +1,9 @@
 """Running a card's network in ONNX Runtime on CPU: exported once, checked against PyTorch, cached.
 
-On CPU, ONNX Runtime computes the shipped UNets in about 0.8x of eager PyTorch's time
-(``benchmarks/bench_runtimes.py``; ``torch.compile`` is as fast for the 2D network but recompiles
-in every process and fails on the 3D one). Its float32 logits are not bit-equal to PyTorch's
+On CPU, ONNX Runtime computes the shipped 2D UNet in about 0.75x of eager PyTorch's time and the
+3D ones about as fast as channels-last eager, with more memory (``benchmarks/bench_runtimes.py``;
+``torch.compile`` is as fast for the 2D network but recompiles in every process and fails on the 3D
+one), so ``auto`` runs 2D networks in it (:data:`AUTO_ONNX_DIMS`) and ``onnx`` any. Its float32 logits are not bit-equal to PyTorch's
 (other kernels: differences of about 1e-5 to 1e-3), so a few voxels whose two classes are nearly
 tied can take the other label (measured: none of the 5 M pixels of a radiograph, 2 in a million
 voxels of a CT); ``runtime="torch"`` gives PyTorch's own labels.
@@ -377,20 +378,28 @@ def _export_child(net: Any, window: tuple[int, ...], name: str, folder: str | No
         pass  # recorded (.refused) or nothing written: the viewer stays in PyTorch
 
 
-def resolve_runtime(runtime: str, device: Any, amp: Any, own_network: bool) -> str:
+#: Spatial dimensionalities ``auto`` runs in ONNX Runtime. 3D networks stay in PyTorch: channels-last
+#: eager computed the 3D UNets about as fast (0.95x-1.05x of ONNX Runtime's time), and ONNX Runtime
+#: held 170-400 MB more (benchmarks, docs/performance.md).
+AUTO_ONNX_DIMS = (2,)
+
+
+def resolve_runtime(runtime: str, device: Any, amp: Any, own_network: bool, spatial_dims: int = 2) -> str:
     """``"onnx"`` or ``"torch"``: what a Predictor asked for ``runtime`` runs its windows with.
 
     Parameters
     ----------
     runtime
-        ``"auto"`` (ONNX Runtime on CPU in float32 when installed, else PyTorch), ``"torch"``
-        or ``"onnx"``.
+        ``"auto"`` (ONNX Runtime for 2D networks on CPU in float32 when installed, else
+        PyTorch), ``"torch"`` or ``"onnx"``.
     device
         The ``torch.device`` of the Predictor.
     amp
         Its autocast dtype (None: float32).
     own_network
         False for a network handed in by the caller (training), which stays in PyTorch.
+    spatial_dims
+        The model's spatial dimensionality (``auto`` keeps 3D networks in PyTorch).
 
     Returns
     -------
@@ -416,6 +425,8 @@ def resolve_runtime(runtime: str, device: Any, amp: Any, own_network: bool) -> s
         why = "a network handed to the Predictor stays in PyTorch"
     elif not onnx_available():
         why = "onnx and onnxruntime are not installed (pip install 'napari-cxseg[onnx]')"
+    if why is None and req == "auto" and spatial_dims not in AUTO_ONNX_DIMS:
+        return "torch"
     if why is None:
         return "onnx"
     if req == "onnx":
