@@ -263,7 +263,6 @@ def onnx_network(net: Any, window: tuple[int, ...], name: str = "network",
 
 def _checked(net: Any, window: tuple[int, ...], name: str, folder: Path, path: Path, ok: Path,
              refused: Path) -> OnnxNetwork:
-    import onnx
     import torch
 
     gen = torch.Generator().manual_seed(0)
@@ -274,6 +273,8 @@ def _checked(net: Any, window: tuple[int, ...], name: str, folder: Path, path: P
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.stem}.", suffix=".onnx")
         os.close(fd)
         try:
+            import onnx  # about 1 s of imports holding the GIL: only when exporting
+
             export(net, sample, Path(tmp))
             onnx.checker.check_model(tmp)
             os.replace(tmp, path)
