@@ -51,8 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="network arithmetic: auto (float16 on CUDA, float32 elsewhere), float32, bfloat16 "
                          "(about 2x faster on CPUs with AMX, labels differ in a few boundary voxels), float16")
     pr.add_argument("--runtime", choices=RUNTIME_CHOICES, default="auto",
-                    help="what computes the network on CPU: auto (ONNX Runtime when installed and the precision is "
-                         "float32: about 0.8x of PyTorch's time, exported once to the cache and checked against PyTorch's "
+                    help="what computes the network on CPU: auto (2D networks in ONNX Runtime when installed and the "
+                         "precision is float32: about 0.75x of PyTorch's time, exported once to the cache and checked against PyTorch's "
                          "logits; a few near-tie voxels may take the other label; else PyTorch), torch, onnx")
     pr.add_argument("--trust", action="store_true", help="allow MONAI bundles whose config contains code ($ expressions)")
     pr.add_argument("--overwrite", action="store_true", help="replace existing label files")

@@ -103,7 +103,7 @@ class SegmentWidget(QWidget):
         self.runtime_combo = QComboBox()
         self.runtime_combo.addItems(list(RUNTIME_CHOICES))
         self.runtime_combo.setToolTip(
-            "auto: ONNX Runtime on CPU in float32 when installed (about 0.8x of PyTorch's time; the network "
+            "auto: 2D networks in ONNX Runtime on CPU in float32 when installed (about 0.75x of PyTorch's time; the network "
             "is exported once to the cache, in a background process while this run uses PyTorch, and checked "
             "against PyTorch; a few near-tie voxels may differ), "
             "PyTorch otherwise. torch: PyTorch's own labels."
