@@ -43,3 +43,28 @@ def test_torch_libraries_preload_is_harmless():
 
     assert warmup.preload_torch_libraries() == []
     assert torch.ones(2).sum().item() == 2.0
+
+
+def test_jobs_wait_for_a_running_warm_up_and_the_warm_up_itself_does_not():
+    import time
+
+    release = threading.Event()
+    order: list[str] = []
+
+    def slow_import() -> None:  # stands in for `import monai` while a job would import it too
+        release.wait(30)
+        order.append("warm-up done")
+
+    def inside() -> None:
+        order.append(f"inside waits: {warmup.wait_for_warm_ups(timeout=0.01)}")
+
+    run = warmup.start_warm_up([], [("inside", inside), ("slow import", slow_import)])
+    assert run is not None
+    assert warmup.wait_for_warm_ups(timeout=0.05) is False  # still running
+    job = threading.Thread(target=lambda: (warmup.wait_for_warm_ups(), order.append("job starts")))
+    job.start()
+    time.sleep(0.1)
+    release.set()
+    job.join(30)
+    assert order == ["inside waits: True", "warm-up done", "job starts"]
+    assert warmup.wait_for_warm_ups(timeout=0) is True

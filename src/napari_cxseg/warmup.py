@@ -221,3 +221,26 @@ def warm_ups() -> list[WarmUp]:
     """The background warm-ups started in this process, oldest first."""
     with _lock:
         return list(_runs)
+
+
+def wait_for_warm_ups(timeout: float | None = None) -> bool:
+    """Wait until this process's background warm-ups have ended (a no-op inside one of them).
+
+    Work that imports what a warm-up is importing must wait for it: two threads importing one
+    package at once can see it half initialised (``cannot import name 'Compose' from partially
+    initialized module 'monai.transforms'``). The imports have to happen anyway, so waiting costs
+    nothing that starting later would save.
+
+    Parameters
+    ----------
+    timeout
+        Seconds to wait for each warm-up (None: as long as it takes).
+
+    Returns
+    -------
+    bool
+        False when a warm-up was still running at the timeout.
+    """
+    me = threading.current_thread()
+    return all(run.thread is me or run.wait(timeout) for run in warm_ups())
+

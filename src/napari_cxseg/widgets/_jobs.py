@@ -34,16 +34,24 @@ def start_worker(
     on_error: Callable[[BaseException], None],
     on_finished: Callable[[], None] | None = None,
 ) -> Any:
-    """Run ``fn(*args)`` in a napari thread worker; callbacks arrive on the main thread."""
+    """Run ``fn(*args)`` in a napari thread worker, after the background warm-ups (their imports
+    must not race with the job's); callbacks arrive on the main thread."""
     from napari.qt.threading import create_worker
 
-    worker = create_worker(fn, *args, _ignore_errors=True)
+    worker = create_worker(_after_warm_ups, fn, *args, _ignore_errors=True)
     worker.returned.connect(on_done)
     worker.errored.connect(on_error)
     if on_finished is not None:
         worker.finished.connect(on_finished)
     worker.start()
     return worker
+
+
+def _after_warm_ups(fn: Callable[..., Any], *args: Any) -> Any:
+    from ..warmup import wait_for_warm_ups
+
+    wait_for_warm_ups()
+    return fn(*args)
 
 
 class LatestOnly(QObject):

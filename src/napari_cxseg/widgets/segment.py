@@ -53,6 +53,9 @@ OTHER_MODEL = "Other (bundle / card file)..."
 def _segment_job(image, card, device: str, trust: bool, largest_component: bool | None, precision: str = "auto",
                  runtime: str = "auto"):
     """Generator run in a worker: yields (done, total), returns the LabelMap."""
+    from ..warmup import wait_for_warm_ups
+
+    wait_for_warm_ups()  # the warm-up may be importing MONAI right now
     from ..inference import Predictor
 
     predictor = Predictor(card, device=device, trust=trust, largest_component=largest_component,
