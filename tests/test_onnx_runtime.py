@@ -14,6 +14,7 @@ from napari_cxseg.inference import Predictor
 from napari_cxseg.models import onnx_runtime as ox
 from napari_cxseg.models.cache import weights_dir
 from napari_cxseg.models.cards import card_from_dict
+from napari_cxseg.models.downloads import sha256_file
 from test_precision import CARD, _volume
 
 torch.set_num_threads(1)
@@ -144,7 +145,7 @@ def test_a_replaced_export_is_checked_again(tiny_card):
     record.write_text(record.read_text().replace('"sha256": "', '"sha256": "0'))  # no longer this file's hash
     before = record.read_text()
     np.testing.assert_array_equal(Predictor(tiny_card, device="cpu", runtime="onnx").predict(img).array, labels)
-    assert record.read_text() != before and ox._sha256(onnx_file) in record.read_text()
+    assert record.read_text() != before and sha256_file(onnx_file) in record.read_text()
 
 
 def test_list_outputs_and_unwritable_cache(tiny_card, monkeypatch):

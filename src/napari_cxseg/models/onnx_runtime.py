@@ -40,6 +40,7 @@ import numpy as np
 
 from ..images import CxsegError
 from .cache import cache_dir
+from .downloads import sha256_file
 
 #: What ``Predictor(runtime=...)`` and ``predict --runtime`` accept.
 RUNTIME_CHOICES = ("auto", "torch", "onnx")
@@ -112,14 +113,6 @@ def first_output(pred: Any) -> Any:
     if isinstance(pred, dict):
         return next(iter(pred.values()))
     return pred
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _write_json(folder: Path, target: Path, data: dict[str, Any]) -> None:
@@ -282,7 +275,7 @@ def _checked(net: Any, window: tuple[int, ...], name: str, folder: Path, path: P
             raise CxsegError(f"model {name}: export to ONNX failed ({type(e).__name__}: {str(e)[:300]})") from e
         finally:
             Path(tmp).unlink(missing_ok=True)
-    digest = _sha256(path)
+    digest = sha256_file(path)
     record = json.loads(ok.read_text()) if ok.is_file() else {}
     runner = OnnxNetwork(path)
     if record.get("sha256") != digest:
@@ -319,7 +312,7 @@ def export_state(net: Any, window: tuple[int, ...], folder: Path | None = None) 
         return "refused"
     if path.is_file() and ok.is_file():
         try:
-            if json.loads(ok.read_text()).get("sha256") == _sha256(path):
+            if json.loads(ok.read_text()).get("sha256") == sha256_file(path):
                 return "ready"
         except (OSError, ValueError):
             pass

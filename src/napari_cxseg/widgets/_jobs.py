@@ -7,6 +7,7 @@ survive, and the write is one :func:`apply_array` step (Ctrl+Z restores exactly)
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,11 +35,9 @@ def start_worker(
     on_error: Callable[[BaseException], None],
     on_finished: Callable[[], None] | None = None,
 ) -> Any:
-    """Run ``fn(*args)`` in a napari thread worker, after the background warm-ups (their imports
-    must not race with the job's); callbacks arrive on the main thread."""
-    from napari.qt.threading import create_worker
-
-    worker = create_worker(_after_warm_ups, fn, *args, _ignore_errors=True)
+    """Run ``fn(*args)`` in a napari thread worker (:func:`create_job`); callbacks arrive on the
+    main thread."""
+    worker = create_job(fn, *args, _ignore_errors=True)
     worker.returned.connect(on_done)
     worker.errored.connect(on_error)
     if on_finished is not None:
@@ -47,11 +46,36 @@ def start_worker(
     return worker
 
 
-def _after_warm_ups(fn: Callable[..., Any], *args: Any) -> Any:
+def create_job(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """napari's ``create_worker`` for ``fn(*args)`` (a function or a generator function), whose
+    body first waits for the background warm-ups: their imports must not race with the job's
+    (two threads importing MONAI at once see it half initialised).
+
+    Parameters
+    ----------
+    fn, args
+        The job and its arguments.
+    kwargs
+        ``create_worker``'s own options (``_ignore_errors``, ``_progress`` ...).
+
+    Returns
+    -------
+    napari.qt.threading.WorkerBase
+        Not started.
+    """
+    from napari.qt.threading import create_worker
+
     from ..warmup import wait_for_warm_ups
 
-    wait_for_warm_ups()
-    return fn(*args)
+    if inspect.isgeneratorfunction(fn):
+        def body(*a: Any) -> Any:
+            wait_for_warm_ups()
+            return (yield from fn(*a))
+    else:
+        def body(*a: Any) -> Any:
+            wait_for_warm_ups()
+            return fn(*a)
+    return create_worker(body, *args, **kwargs)
 
 
 class LatestOnly(QObject):

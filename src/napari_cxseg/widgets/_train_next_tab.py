@@ -28,7 +28,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ._jobs import start_worker
+from ._jobs import create_job, start_worker
 from ._layers import fill_combo
 
 if TYPE_CHECKING:
@@ -140,7 +140,6 @@ class NextCaseTab(QWidget):
     # ------------------------------------------------------------------ scoring
     def score(self) -> bool:
         """Score the images the ranking lacks for the chosen model (worker)."""
-        from napari.qt.threading import create_worker
 
         source = self.source_edit.text().strip()
         if not source:
@@ -152,7 +151,7 @@ class NextCaseTab(QWidget):
             self._fail(f"Cannot score with '{self.model_combo.currentText()}': {exc}")
             return False
         self._errors = []
-        worker = create_worker(_score_job, source, card, self.ranking_path(), self.method_combo.currentText(),
+        worker = create_job(_score_job, source, card, self.ranking_path(), self.method_combo.currentText(),
                                self.host.device_combo.currentText(), _ignore_errors=True)
         worker.yielded.connect(self._on_step)
         worker.returned.connect(lambda n: self.scored.emit(int(n or 0)))

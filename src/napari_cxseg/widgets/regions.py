@@ -30,7 +30,7 @@ from qtpy.QtWidgets import (
 )
 
 from ._alive import enable_if_alive
-from ._jobs import start_worker
+from ._jobs import create_job, start_worker
 from ._layers import fill_combo, image_from_layer, label_map_from_layer
 
 if TYPE_CHECKING:
@@ -179,7 +179,6 @@ class RegionsWidget(QWidget):
     # ------------------------------------------------------------------ run
     def run(self) -> None:
         """Compute the regions of the chosen radiograph in a worker."""
-        from napari.qt.threading import create_worker
 
         from ..anatomy.region_graph import radiograph_regions
 
@@ -198,11 +197,11 @@ class RegionsWidget(QWidget):
                 lm.meta["name"] = source
                 if lm.array.shape != image.spatial_shape:
                     raise ValueError(f"'{source}' {lm.array.shape} is not on the grid of '{name}' {image.spatial_shape}")
-                worker = create_worker(_structures_job, image, lm, _ignore_errors=True)
+                worker = create_job(_structures_job, image, lm, _ignore_errors=True)
             else:
                 model = self.model_combo.currentText()
                 models = None if model == AUTO else [model]
-                worker = create_worker(radiograph_regions, image, models, self.device_combo.currentText(),
+                worker = create_job(radiograph_regions, image, models, self.device_combo.currentText(),
                                        False, lambda: bool(self._worker and self._worker.abort_requested),
                                        _ignore_errors=True)
         except Exception as exc:

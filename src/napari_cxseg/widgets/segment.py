@@ -28,6 +28,7 @@ from qtpy.QtWidgets import (
 
 from ..device import PRECISION_CHOICES
 from ..models.onnx_runtime import RUNTIME_CHOICES
+from ._jobs import create_job
 from ._layers import (
     add_label_map,
     apply_array,
@@ -53,9 +54,6 @@ OTHER_MODEL = "Other (bundle / card file)..."
 def _segment_job(image, card, device: str, trust: bool, largest_component: bool | None, precision: str = "auto",
                  runtime: str = "auto"):
     """Generator run in a worker: yields (done, total), returns the LabelMap."""
-    from ..warmup import wait_for_warm_ups
-
-    wait_for_warm_ups()  # the warm-up may be importing MONAI right now
     from ..inference import Predictor
 
     predictor = Predictor(card, device=device, trust=trust, largest_component=largest_component,
@@ -270,7 +268,6 @@ class SegmentWidget(QWidget):
     # ------------------------------------------------------------------ run
     def run(self) -> None:
         """Start segmenting the chosen image with the chosen model in a worker."""
-        from napari.qt.threading import create_worker
         from napari.utils import progress
 
         from ..models.cards import find_card
@@ -304,7 +301,7 @@ class SegmentWidget(QWidget):
             + (f" ({replaced} NaN/Inf values replaced)" if replaced else "")
         )
         self._pbar = progress(total=0, desc=f"CXSeg {card.name}")
-        worker = create_worker(
+        worker = create_job(
             _segment_job,
             image,
             card,

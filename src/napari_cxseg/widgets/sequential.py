@@ -43,6 +43,7 @@ from ._findings_layers import (
     selected_region_names,
     set_comparisons,
 )
+from ._jobs import create_job
 from ._layers import add_label_map, fill_combo, image_from_layer, notify_error
 
 NONE = "(none)"
@@ -229,10 +230,9 @@ class SequentialWidget(QWidget):
 
     # ------------------------------------------------------------------ work in workers
     def _start(self, job, args: tuple, total: int, desc: str, done) -> None:
-        from napari.qt.threading import create_worker
 
         progress = {"total": total, "desc": desc} if total else {"desc": desc}
-        self._worker = create_worker(job, *args, _progress=progress, _ignore_errors=True)
+        self._worker = create_job(job, *args, _progress=progress, _ignore_errors=True)
         self._worker.returned.connect(done)
         self._worker.errored.connect(lambda e: notify_error(e, desc))
         self._worker.aborted.connect(lambda: self.status.setText(f"{desc}: cancelled"))
